@@ -1,0 +1,54 @@
+"""The OpenPGP layer: bytes in, value objects and bytes out. The only user of pysequoia.
+
+Nothing here touches the database, HTTP or settings.
+"""
+
+from service.openpgp.addresses import InvalidAddress, address_of_user_id, normalize_address
+from service.openpgp.armor import armor_public_key
+from service.openpgp.cert import (
+    Certificate,
+    ParsedUpload,
+    Subkey,
+    UserId,
+    attach_signatures,
+    load,
+    merge,
+    read_upload,
+    signature_issuers,
+)
+from service.openpgp.errors import (
+    InvalidArmor,
+    KeyRejected,
+    MalformedKey,
+    NotAPublicKey,
+    NoValidSelfSignature,
+    SecretKeyError,
+    TooManyKeys,
+    UnsupportedKey,
+    WeakSelfSignatures,
+)
+
+__all__ = [
+    "Certificate",
+    "InvalidAddress",
+    "InvalidArmor",
+    "KeyRejected",
+    "MalformedKey",
+    "NoValidSelfSignature",
+    "NotAPublicKey",
+    "ParsedUpload",
+    "SecretKeyError",
+    "Subkey",
+    "TooManyKeys",
+    "UnsupportedKey",
+    "UserId",
+    "WeakSelfSignatures",
+    "address_of_user_id",
+    "armor_public_key",
+    "attach_signatures",
+    "load",
+    "merge",
+    "normalize_address",
+    "read_upload",
+    "signature_issuers",
+]

@@ -1,0 +1,137 @@
+"""VKS v1, the JSON/HTTP API of keys.openpgp.org (Thunderbird's `vks://`).
+
+Lookups answer armored keys or a plain-text sentence; the POST endpoints always answer JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from service import openpgp
+from service.api.responses import PGP_KEYS, key_response, text
+from service.core import queries
+from service.core.directory import AddressState, Directory, PublishedKey, UploadRejected
+
+router = APIRouter(prefix="/vks/v1", tags=["VKS"])
+
+
+class UploadRequest(BaseModel):
+    keytext: str = Field(description="One ASCII-armored public key.", max_length=4 * 1024 * 1024)
+
+
+class UploadResponse(BaseModel):
+    token: str = Field(description="Upload token for request-verify.")
+    key_fpr: str = Field(description="Fingerprint of the uploaded key, upper-case hex.")
+    status: dict[str, AddressState] = Field(
+        description="State of every address on the key's valid user IDs."
+    )
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, in a sentence for people.")
+
+
+_KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The ASCII-armored key.",
+        "content": {PGP_KEYS: {"schema": {"type": "string"}}},
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
+    400: {"description": "Malformed query.", "content": {"text/plain": {}}},
+    404: {"description": "No key found.", "content": {"text/plain": {}}},
+}
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in (
+        (400, "The key was not accepted; the sentence says why."),
+        (413, "The request is too large."),
+        (422, "The request body is not the expected JSON."),
+    )
+}
+
+
+def _directory(request: Request) -> Directory:
+    directory: Directory = request.app.state.directory
+    return directory
+
+
+def _answer(request: Request, key: PublishedKey | None, what: str) -> Response:
+    if key is None:
+        return text(f"No key found for {what}.", 404)
+    return key_response(request, key)
+
+
+@router.get(
+    "/by-fingerprint/{fingerprint}",
+    operation_id="vks_by_fingerprint",
+    response_class=Response,
+    responses=_KEY_RESPONSES,
+    summary="Get a key by the fingerprint of its primary key or a subkey",
+)
+def by_fingerprint(
+    request: Request,
+    fingerprint: Annotated[str, Path(description="40 or 64 hex digits, `0x` optional.")],
+) -> Response:
+    try:
+        value = queries.parse_fingerprint(fingerprint)
+    except queries.BadQuery as exc:
+        return text(str(exc), 400)
+    return _answer(request, _directory(request).by_fingerprint(value), f"fingerprint {value}")
+
+
+@router.get(
+    "/by-keyid/{key_id}",
+    operation_id="vks_by_keyid",
+    response_class=Response,
+    responses=_KEY_RESPONSES,
+    summary="Get a key by the 16-hex key ID of its primary key or a subkey",
+)
+def by_keyid(
+    request: Request,
+    key_id: Annotated[str, Path(description="16 hex digits, `0x` optional.")],
+) -> Response:
+    try:
+        value = queries.parse_key_id(key_id)
+    except queries.BadQuery as exc:
+        return text(str(exc), 400)
+    return _answer(request, _directory(request).by_key_id(value), f"key ID {value}")
+
+
+@router.get(
+    "/by-email/{address}",
+    operation_id="vks_by_email",
+    response_class=Response,
+    responses=_KEY_RESPONSES,
+    summary="Get the key published for a confirmed e-mail address",
+)
+def by_email(
+    request: Request,
+    address: Annotated[str, Path(description="The address, URL-encoded.")],
+) -> Response:
+    try:
+        value = queries.parse_address(address)
+    except queries.BadQuery as exc:
+        return text(str(exc), 400)
+    # The 404 sentence is the same whether or not the address is on some unpublished key.
+    return _answer(request, _directory(request).by_address(value), "this address")
+
+
+@router.post(
+    "/upload",
+    operation_id="vks_upload",
+    response_model=UploadResponse,
+    responses=_JSON_ERRORS,
+    summary="Upload a public key",
+)
+def upload(request: Request, body: Annotated[UploadRequest, Body()]) -> Response | UploadResponse:
+    try:
+        result = _directory(request).upload(body.keytext.encode("utf-8"), single=True)
+    except (openpgp.KeyRejected, UploadRejected) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    key = result.keys[0]
+    assert result.token is not None
+    return UploadResponse(token=result.token, key_fpr=key.fingerprint, status=key.status)

@@ -1,0 +1,127 @@
+"""The application factory: ``create_app(settings)`` builds everything; nothing at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
+
+from service import __version__
+from service.api import vks
+from service.api.middleware import BodyLimit, HeadAsGet, ProtocolCORS
+from service.core.directory import Directory, Limits
+from service.db.migrate import pending_revision, upgrade
+from service.db.session import make_engine, make_sessionmaker
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutdated(RuntimeError):
+    """The database schema is older than this code."""
+
+
+def _json_errors(request: Request) -> bool:
+    return request.url.path.startswith("/vks/") and request.method == "POST"
+
+
+def _error(request: Request, status: int, sentence: str) -> Response:
+    if _json_errors(request):
+        return JSONResponse({"error": sentence}, status_code=status)
+    return PlainTextResponse(sentence + "\n", status_code=status)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    # A set RUST_BACKTRACE makes every pysequoia error capture a backtrace (~12x slower).
+    os.environ.pop("RUST_BACKTRACE", None)
+    engine = make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        upgrade(engine)
+    elif pending_revision(engine) is not None:
+        raise SchemaOutdated(
+            "The database schema is out of date for this version of keydir. "
+            "Run `keydir migrate` (with the same KEYDIR_DATABASE_URL), then start again."
+        )
+    directory = Directory(
+        make_sessionmaker(engine),
+        Limits(
+            max_keys_per_upload=settings.max_keys_per_upload,
+            max_packets_per_key=settings.max_packets_per_key,
+        ),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="keydir",
+        version=__version__,
+        summary="A verifying public OpenPGP key directory (VKS, HKP, WKD).",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.directory = directory
+    app.state.engine = engine
+    app.include_router(vks.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()) if p != 'body') or 'body'}: "
+            f"{err.get('msg', 'invalid')}"
+            for err in exc.errors()[:3]
+        )
+        return _error(request, 422, f"The request is not what this endpoint expects ({details}).")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        sentence = {
+            404: "There is nothing at this address.",
+            405: "This endpoint does not accept that HTTP method.",
+        }.get(exc.status_code, str(exc.detail))
+        response = _error(request, exc.status_code, sentence)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(request, 500, "Something went wrong on our side; it has been logged.")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> PlainTextResponse:
+        return PlainTextResponse(
+            "keydir: a verifying OpenPGP key directory.\n"
+            "VKS API: /vks/v1/by-fingerprint/<FPR>, /vks/v1/by-keyid/<KEYID>, "
+            "/vks/v1/by-email/<ADDRESS>, POST /vks/v1/upload\n"
+            "API description: /api/openapi.json\n"
+        )
+
+    return app
+
+
+def wrap(app: FastAPI, settings: Settings) -> ASGIApp:
+    """The ASGI stack around the application: CORS outermost, so refusals carry it too."""
+    return ProtocolCORS(HeadAsGet(BodyLimit(app, settings.max_upload_bytes)))
+
+
+def build(settings: Settings) -> ASGIApp:
+    return wrap(create_app(settings), settings)
+
+
+def app_from_env() -> ASGIApp:
+    """Factory for uvicorn (`--factory`): each worker process builds its own from the env."""
+    return build(Settings())

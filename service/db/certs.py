@@ -1,0 +1,69 @@
+"""Every query about certificates, their keys and their addresses. Nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.models import AddressRow, AddressState, CertKeyRow, CertRow
+
+
+def get(session: Session, fingerprint: str, *, for_update: bool = False) -> CertRow | None:
+    query = select(CertRow).where(CertRow.fingerprint == fingerprint)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def find_by_key(
+    session: Session, *, fingerprint: str | None = None, key_id: str | None = None
+) -> Sequence[CertRow]:
+    """Certificates holding a (sub)key with this fingerprint or key id.
+
+    Certificates whose primary key matches come first, then the others by age: the first
+    uploader of a subkey is more likely its owner than someone who bound it later.
+    """
+    if (fingerprint is None) == (key_id is None):
+        raise ValueError("give exactly one of fingerprint and key_id")
+    match = CertKeyRow.fingerprint == fingerprint if fingerprint else CertKeyRow.key_id == key_id
+    query = (
+        select(CertRow)
+        .join(CertKeyRow, CertKeyRow.cert_fingerprint == CertRow.fingerprint)
+        .where(match)
+        .order_by(CertKeyRow.is_primary.desc(), CertRow.first_seen, CertRow.fingerprint)
+    )
+    return session.scalars(query).unique().all()
+
+
+def find_published_by_address(session: Session, address: str) -> CertRow | None:
+    """The certificate an address is published for (the latest verification wins)."""
+    query = (
+        select(CertRow)
+        .join(AddressRow, AddressRow.cert_fingerprint == CertRow.fingerprint)
+        .where(AddressRow.address == address, AddressRow.state == AddressState.PUBLISHED.value)
+        .order_by(AddressRow.verified_at.desc(), AddressRow.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def set_keys(cert: CertRow, keys: Sequence[tuple[str, str, bool]]) -> None:
+    """Make the (fingerprint, key id, is_primary) rows of ``cert`` exactly ``keys``."""
+    wanted = {fpr: (kid, primary) for fpr, kid, primary in keys}
+    for row in list(cert.keys):
+        if row.fingerprint not in wanted:
+            cert.keys.remove(row)
+        else:
+            del wanted[row.fingerprint]
+    for fpr, (kid, primary) in wanted.items():
+        cert.keys.append(CertKeyRow(fingerprint=fpr, key_id=kid, is_primary=primary))
+
+
+def published_addresses(cert: CertRow) -> list[str]:
+    return sorted(
+        a.address
+        for a in cert.addresses
+        if a.state in (AddressState.PUBLISHED.value, AddressState.REVOKED.value)
+    )

@@ -1,0 +1,156 @@
+"""SQLAlchemy models. The schema is made only by the Alembic migrations in migrations/."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite keeps no time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class AddressState(StrEnum):
+    UNPUBLISHED = "unpublished"
+    PENDING = "pending"
+    PUBLISHED = "published"
+    REVOKED = "revoked"
+
+
+class CertRow(Base):
+    """One certificate: the full canonical bytes and the published artefacts made from them."""
+
+    __tablename__ = "certs"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    algorithm: Mapped[int] = mapped_column(Integer)
+    bits: Mapped[int] = mapped_column(Integer)
+    curve: Mapped[str | None] = mapped_column(String(40))
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    full_data: Mapped[bytes] = mapped_column(LargeBinary)
+    published_armor: Mapped[str] = mapped_column(Text)
+    # SHA-256 of published_armor: the strong ETag of every lookup that serves it.
+    published_digest: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    keys: Mapped[list[CertKeyRow]] = relationship(
+        back_populates="cert", cascade="all, delete-orphan", passive_deletes=True
+    )
+    addresses: Mapped[list[AddressRow]] = relationship(
+        back_populates="cert", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class CertKeyRow(Base):
+    """Every (sub)key of a certificate, for lookups by key id or subkey fingerprint.
+
+    Not unique by key: anyone may bind someone else's encryption subkey to their own
+    certificate, so one subkey can belong to several certificates.
+    """
+
+    __tablename__ = "cert_keys"
+
+    cert_fingerprint: Mapped[str] = mapped_column(
+        ForeignKey("certs.fingerprint", ondelete="CASCADE"), primary_key=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    key_id: Mapped[str] = mapped_column(String(16), index=True)
+    is_primary: Mapped[bool] = mapped_column(Boolean)
+
+    cert: Mapped[CertRow] = relationship(back_populates="keys")
+
+
+class AddressRow(Base):
+    """An address named by a valid user ID of a certificate, and whether it is published."""
+
+    __tablename__ = "addresses"
+    __table_args__ = (
+        Index("ix_addresses_address_state", "address", "state"),
+        Index("uq_addresses_cert_address", "cert_fingerprint", "address", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cert_fingerprint: Mapped[str] = mapped_column(
+        ForeignKey("certs.fingerprint", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(String(254))
+    user_id: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=AddressState.UNPUBLISHED.value)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    cert: Mapped[CertRow] = relationship(back_populates="addresses")
+
+
+class TokenPurpose(StrEnum):
+    UPLOAD = "upload"
+    VERIFY = "verify"
+    MANAGE = "manage"
+
+
+class TokenRow(Base):
+    """A capability sent to a person. Only its SHA-256 is stored; the token itself never is."""
+
+    __tablename__ = "tokens"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    cert_fingerprint: Mapped[str] = mapped_column(
+        ForeignKey("certs.fingerprint", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,63 @@
+"""Settings from the environment (prefix ``KEYDIR_``). Nothing is read at import time."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SmtpTls(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYDIR_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///keydir.sqlite3",
+        description=(
+            "SQLAlchemy URL. SQLite (a file) by default; postgresql+psycopg://… in production."
+        ),
+    )
+    base_url: str = Field(
+        default="http://localhost:8080",
+        description="Public URL of this service; verification links in mails start with it.",
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for mails. Unset: mails are printed to the log."
+    )
+    smtp_port: int = Field(default=25, description="SMTP port.")
+    smtp_tls: SmtpTls = Field(default=SmtpTls.NONE, description="none, starttls or tls.")
+    smtp_username: str | None = Field(default=None, description="SMTP login user, if any.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
+    mail_from: str = Field(
+        default="keydir <keydir@localhost>", description="From: address of the mails we send."
+    )
+    max_upload_bytes: int = Field(
+        default=1024 * 1024, description="Largest accepted request body, in bytes (413 above)."
+    )
+    max_keys_per_upload: int = Field(
+        default=100, description="Most keys accepted in one upload (HKP add may carry several)."
+    )
+    max_packets_per_key: int = Field(
+        default=50_000, description="Most OpenPGP packets read from one upload."
+    )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description=(
+            "Apply database migrations when the server starts. Default: yes for SQLite, "
+            "no for other databases (run `keydir migrate`)."
+        ),
+    )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def migrate_on_start(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate

@@ -1,0 +1,101 @@
+"""Shared fixtures: the same suite runs on SQLite and, when TEST_DATABASE_URL is set, PostgreSQL.
+
+The schema is always made by the Alembic migrations. Each test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from service.app import build
+from service.core.directory import Directory
+from service.db.migrate import upgrade
+from service.db.models import Base
+from service.db.session import make_engine, make_sessionmaker
+from service.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _reset_postgres(url: str) -> Engine:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    return engine
+
+
+@pytest.fixture(scope="session")
+def _engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[str, Engine]]]:
+    engines: dict[str, tuple[str, Engine]] = {}
+    sqlite_url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'keydir.sqlite3'}"
+    engines["sqlite"] = (sqlite_url, make_engine(sqlite_url))
+    if POSTGRES_URL:
+        # A set TEST_DATABASE_URL that does not answer is a failure, never a skip: CI must
+        # not pass with the PostgreSQL half of the suite silently missing.
+        engines["postgresql"] = (POSTGRES_URL, _reset_postgres(POSTGRES_URL))
+    for _url, engine in engines.values():
+        upgrade(engine)
+    yield engines
+    for _url, engine in engines.values():
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database(
+    request: pytest.FixtureRequest, _engines: dict[str, tuple[str, Engine]]
+) -> tuple[str, Engine]:
+    """(url, engine) of a migrated, empty database; once per backend."""
+    if request.param not in _engines:
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (set by .ci/run)")
+    url, engine = _engines[request.param]
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    return url, engine
+
+
+@pytest.fixture
+def settings(database: tuple[str, Engine]) -> Settings:
+    return Settings(database_url=database[0], auto_migrate=False)
+
+
+@pytest.fixture
+def directory(database: tuple[str, Engine]) -> Directory:
+    return Directory(make_sessionmaker(database[1]))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(build(settings)) as test_client:
+        yield test_client
+
+
+def read_data(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+@pytest.fixture
+def gnupghome(tmp_path: Path) -> Iterator[Path]:
+    """A fresh, empty GnuPG home; its agent and dirmngr are stopped afterwards."""
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg is not installed")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    yield home
+    subprocess.run(
+        ["gpgconf", "--kill", "all"],
+        env={**os.environ, "GNUPGHOME": str(home)},
+        check=False,
+        capture_output=True,
+    )
