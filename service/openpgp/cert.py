@@ -256,10 +256,38 @@ def _split(packets: list[Packet]) -> tuple[list[_RawCert], list[Packet]]:
     return raws, loose
 
 
+_REVOCATIONS = frozenset(
+    {SigType.KEY_REVOCATION, SigType.SUBKEY_REVOCATION, SigType.CERT_REVOCATION}
+)
+
+
 def _union(a: _RawCert, b: _RawCert) -> _RawCert:
+    """``a`` plus what ``b`` adds: new components, revocations, and newer self-signatures.
+
+    A self-signature of ``b`` older than the newest one ``a`` already has on the same
+    component is not taken (exports often drop superseded self-signatures, so an old copy
+    still carries them): uploading an older copy of a key changes nothing at all.
+    """
+
     def merge_sigs(x: list[Packet], y: list[Packet]) -> list[Packet]:
         seen = {p.body for p in x}
-        return [*x, *(p for p in y if p.body not in seen)]
+        newest = max(
+            (
+                sig.created
+                for sig in map(Signature.parse, (p.body for p in x))
+                if sig.sig_type not in _REVOCATIONS
+            ),
+            default=-1,
+        )
+        taken = list(x)
+        for packet in y:
+            if packet.body in seen:
+                continue
+            sig = Signature.parse(packet.body)
+            if sig.sig_type in _REVOCATIONS or sig.created > newest:
+                taken.append(packet)
+                seen.add(packet.body)
+        return taken
 
     def merge_components(x: list[_Component], y: list[_Component]) -> list[_Component]:
         result = [_Component(c.packet, list(c.sigs)) for c in x]

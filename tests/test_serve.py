@@ -1,0 +1,117 @@
+"""`keydir serve` as a newcomer runs it: a real server process on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from service.db.session import make_engine
+from tests.conftest import POSTGRES_URL
+
+KEYDIR = str(Path(sys.executable).parent / "keydir")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_up(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait (at most a minute) until the server accepts connections."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail("server did not come up within 60 s")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "KEYDIR_DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}"}
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [KEYDIR, "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_up(process, port, log)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_fresh_start_on_sqlite_answers_404_sentence(server: str) -> None:
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{server}/vks/v1/by-fingerprint/{'AB' * 20}", timeout=10)
+    with caught.value as response:
+        assert response.status == 404
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.read().decode() == f"No key found for fingerprint {'AB' * 20}.\n"
+
+
+def _refused(url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KEYDIR_DATABASE_URL": url, "KEYDIR_AUTO_MIGRATE": "false"}
+    return subprocess.run(
+        [KEYDIR, "serve", "--port", str(free_port())],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_refuses_outdated_schema_and_says_what_to_run(tmp_path: Path) -> None:
+    result = _refused(f"sqlite:///{tmp_path / 'empty.sqlite3'}", tmp_path)
+    assert result.returncode == 2
+    assert "keydir migrate" in result.stderr
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="needs TEST_DATABASE_URL")
+def test_serve_refuses_outdated_postgres_schema(tmp_path: Path) -> None:
+    assert POSTGRES_URL is not None
+    engine = make_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS outdated CASCADE"))
+        conn.execute(text("CREATE SCHEMA outdated"))
+    engine.dispose()
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3Doutdated"
+    result = _refused(url, tmp_path)
+    assert result.returncode == 2
+    assert "keydir migrate" in result.stderr
+    # And `keydir migrate` then makes it start-able: the schema becomes current.
+    migrate = subprocess.run(
+        [KEYDIR, "migrate"],
+        env={**os.environ, "KEYDIR_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    assert "now current" in migrate.stdout
