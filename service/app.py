@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -14,11 +16,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from service import __version__
-from service.api import vks
+from service.api import vks, web
 from service.api.middleware import BodyLimit, HeadAsGet, ProtocolCORS
-from service.core.directory import Directory, Limits
+from service.core.directory import Directory, Limits, Site
 from service.db.migrate import pending_revision, upgrade
 from service.db.session import make_engine, make_sessionmaker
+from service.mail.dispatcher import Dispatcher
+from service.mail.senders import sender_from_settings
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,17 @@ def _error(request: Request, status: int, sentence: str) -> Response:
     return PlainTextResponse(sentence + "\n", status_code=status)
 
 
+def limits_from_settings(settings: Settings) -> Limits:
+    return Limits(
+        max_keys_per_upload=settings.max_keys_per_upload,
+        max_packets_per_key=settings.max_packets_per_key,
+        upload_token_lifetime=timedelta(hours=settings.upload_token_hours),
+        verify_token_lifetime=timedelta(days=settings.verify_token_days),
+        manage_token_lifetime=timedelta(hours=settings.manage_token_hours),
+        mail_interval=timedelta(seconds=settings.mail_interval_seconds),
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     # A set RUST_BACKTRACE makes every pysequoia error capture a backtrace (~12x slower).
     os.environ.pop("RUST_BACKTRACE", None)
@@ -49,17 +64,24 @@ def create_app(settings: Settings) -> FastAPI:
             "The database schema is out of date for this version of keydir. "
             "Run `keydir migrate` (with the same KEYDIR_DATABASE_URL), then start again."
         )
+    sessions = make_sessionmaker(engine)
+    dispatcher = Dispatcher(sessions, sender_from_settings(settings), settings.mail_from)
     directory = Directory(
-        make_sessionmaker(engine),
-        Limits(
-            max_keys_per_upload=settings.max_keys_per_upload,
-            max_packets_per_key=settings.max_packets_per_key,
-        ),
+        sessions,
+        limits_from_settings(settings),
+        Site(settings.base_url),
+        on_mail_queued=dispatcher.wake.set,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = dispatcher.start_thread(stop) if settings.dispatch_mail else None
         yield
+        stop.set()
+        dispatcher.wake.set()
+        if thread is not None:
+            thread.join(timeout=30)
         engine.dispose()
 
     app = FastAPI(
@@ -73,8 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.directory = directory
+    app.state.dispatcher = dispatcher
     app.state.engine = engine
     app.include_router(vks.router)
+    app.include_router(web.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:

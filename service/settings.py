@@ -46,6 +46,26 @@ class Settings(BaseSettings):
     max_packets_per_key: int = Field(
         default=50_000, description="Most OpenPGP packets read from one upload."
     )
+    upload_token_hours: int = Field(
+        default=48, description="How long an upload token (for request-verify) works."
+    )
+    verify_token_days: int = Field(
+        default=7, description="How long a link in a confirmation mail works."
+    )
+    manage_token_hours: int = Field(
+        default=24, description="How long a link in a manage mail works."
+    )
+    mail_interval_seconds: int = Field(
+        default=600,
+        description="At most one confirmation (or manage) mail per address in this interval.",
+    )
+    dispatch_mail: bool = Field(
+        default=True,
+        description=(
+            "Send queued mails from each server process. Turn off when separate "
+            "`keydir worker` processes send them."
+        ),
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description=(

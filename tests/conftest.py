@@ -21,6 +21,7 @@ from service.db.migrate import upgrade
 from service.db.models import Base
 from service.db.session import make_engine, make_sessionmaker
 from service.settings import Settings
+from tests.mailutil import SmtpServer
 
 DATA = Path(__file__).parent / "data"
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
@@ -67,7 +68,8 @@ def database(
 
 @pytest.fixture
 def settings(database: tuple[str, Engine]) -> Settings:
-    return Settings(database_url=database[0], auto_migrate=False)
+    # Tests send mail by calling the dispatcher themselves, not from a background thread.
+    return Settings(database_url=database[0], auto_migrate=False, dispatch_mail=False)
 
 
 @pytest.fixture
@@ -99,3 +101,29 @@ def gnupghome(tmp_path: Path) -> Iterator[Path]:
         check=False,
         capture_output=True,
     )
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_settings(database: tuple[str, Engine], smtp: SmtpServer) -> Settings:
+    return Settings(
+        database_url=database[0],
+        auto_migrate=False,
+        dispatch_mail=False,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        base_url="https://keys.example.org",
+    )
+
+
+@pytest.fixture
+def mail_client(mail_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(build(mail_settings)) as test_client:
+        yield test_client

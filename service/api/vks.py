@@ -14,7 +14,13 @@ from pydantic import BaseModel, Field
 from service import openpgp
 from service.api.responses import PGP_KEYS, key_response, text
 from service.core import queries
-from service.core.directory import AddressState, Directory, PublishedKey, UploadRejected
+from service.core.directory import (
+    AddressState,
+    Directory,
+    PublishedKey,
+    UploadRejected,
+    VerifyRejected,
+)
 
 router = APIRouter(prefix="/vks/v1", tags=["VKS"])
 
@@ -28,6 +34,18 @@ class UploadResponse(BaseModel):
     key_fpr: str = Field(description="Fingerprint of the uploaded key, upper-case hex.")
     status: dict[str, AddressState] = Field(
         description="State of every address on the key's valid user IDs."
+    )
+
+
+class VerifyRequest(BaseModel):
+    token: str = Field(description="The token from the upload response.", max_length=200)
+    addresses: list[str] = Field(
+        description="Addresses of the key to send confirmation mails to.", max_length=100
+    )
+    locale: list[str] = Field(
+        default_factory=list,
+        description="Preferred languages for the mails, most preferred first (e.g. de_DE).",
+        max_length=20,
     )
 
 
@@ -135,3 +153,20 @@ def upload(request: Request, body: Annotated[UploadRequest, Body()]) -> Response
     key = result.keys[0]
     assert result.token is not None
     return UploadResponse(token=result.token, key_fpr=key.fingerprint, status=key.status)
+
+
+@router.post(
+    "/request-verify",
+    operation_id="vks_request_verify",
+    response_model=UploadResponse,
+    responses=_JSON_ERRORS,
+    summary="Send confirmation mails to addresses of an uploaded key",
+)
+def request_verify(
+    request: Request, body: Annotated[VerifyRequest, Body()]
+) -> Response | UploadResponse:
+    try:
+        key = _directory(request).request_verify(body.token, body.addresses, body.locale)
+    except VerifyRejected as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return UploadResponse(token=body.token, key_fpr=key.fingerprint, status=key.status)

@@ -1,26 +1,43 @@
-"""The protocol-neutral core: upload and lookup. Each public method is one transaction.
+"""The protocol-neutral core: upload, lookup, e-mail verification and management.
 
-VKS, HKP and the web pages translate these calls; none of them decides what is published.
+Each public method of ``Directory`` is one transaction, committed once at its end. VKS, HKP
+and the web pages translate these calls; none of them decides what is published.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
+import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import openpgp
 from service.db import certs as cert_repo
+from service.db import outbox
 from service.db import tokens as token_repo
 from service.db.models import AddressRow, AddressState, CertRow, TokenPurpose, utcnow
+from service.mail import messages
 
-__all__ = ["AddressState", "Directory", "Limits", "PublishedKey", "UploadRejected", "UploadResult"]
+__all__ = [
+    "AddressState",
+    "Directory",
+    "Limits",
+    "ManageView",
+    "PublishedKey",
+    "TokenState",
+    "UploadRejected",
+    "UploadResult",
+    "VerifyRejected",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,12 +48,31 @@ class Limits:
     max_keys_per_upload: int = 100
     max_packets_per_key: int = 50_000
     upload_token_lifetime: timedelta = timedelta(days=2)
+    # Long enough for a person who reads mail tomorrow, or after a weekend.
+    verify_token_lifetime: timedelta = timedelta(days=7)
+    manage_token_lifetime: timedelta = timedelta(hours=24)
+    # At most one verification (or manage) mail per address in this interval.
+    mail_interval: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """How the service names itself in mails and links."""
+
+    base_url: str = "http://localhost:8080"
+
+    @property
+    def name(self) -> str:
+        return urlsplit(self.base_url).hostname or self.base_url
+
+    def link(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
 
 
 @dataclass(frozen=True, slots=True)
 class UploadedKey:
     fingerprint: str
-    # Every address of a valid user ID and its state; never shown to anyone but the uploader.
+    # Every address of a valid user ID and its state; shown only to whoever holds the key.
     status: dict[str, AddressState]
     changed: bool
     new: bool
@@ -56,14 +92,49 @@ class PublishedKey:
     updated_at: datetime
 
 
+class TokenState(StrEnum):
+    VALID = "valid"
+    USED = "used"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"  # the user ID was revoked after the mail was sent
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    state: TokenState
+    address: str | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ManageView:
+    state: TokenState
+    fingerprint: str | None = None
+    address: str | None = None
+    addresses: dict[str, AddressState] = field(default_factory=dict)
+
+
 class UploadRejected(ValueError):
     """An upload we cannot take; ``str(exc)`` is the sentence for people."""
 
 
+class VerifyRejected(ValueError):
+    """A verification request we cannot take; ``str(exc)`` is the sentence for people."""
+
+
 class Directory:
-    def __init__(self, sessions: sessionmaker[Session], limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        limits: Limits | None = None,
+        site: Site | None = None,
+        on_mail_queued: Callable[[], None] | None = None,
+    ) -> None:
         self._sessions = sessions
         self.limits = limits or Limits()
+        self.site = site or Site()
+        self._on_mail_queued = on_mail_queued
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -76,7 +147,11 @@ class Directory:
         for attempt in range(retries + 1):
             try:
                 with self._sessions.begin() as session:
-                    return work(session)
+                    result = work(session)
+                    queued = session.info.pop("mail_queued", False)
+                if queued and self._on_mail_queued is not None:
+                    self._on_mail_queued()  # after commit: a rolled-back request sends nothing
+                return result
             except IntegrityError:
                 if attempt == retries:
                     raise
@@ -100,25 +175,27 @@ class Directory:
         return self._transaction(lambda session: self._store(session, parsed))
 
     def _store(self, session: Session, parsed: openpgp.ParsedUpload) -> UploadResult:
-        results = [self._store_one(session, cert) for cert in parsed.certificates]
+        now = utcnow()
+        results = [self._store_one(session, cert, now) for cert in parsed.certificates]
         if parsed.loose_signatures:
-            results.extend(self._attach(session, parsed.loose_signatures))
+            results.extend(self._attach(session, parsed.loose_signatures, now))
         token = None
         if results:
             token = token_repo.issue(
                 session,
                 TokenPurpose.UPLOAD,
                 results[0].fingerprint,
-                self.limits.upload_token_lifetime,
+                lifetime=self.limits.upload_token_lifetime,
+                now=now,
             )
         return UploadResult(results, token)
 
-    def _store_one(self, session: Session, cert: openpgp.Certificate) -> UploadedKey:
+    def _store_one(self, session: Session, cert: openpgp.Certificate, now: datetime) -> UploadedKey:
         row = cert_repo.get(session, cert.fingerprint, for_update=True)
         new = row is None
         if row is None:
             merged = cert
-            row = CertRow(fingerprint=cert.fingerprint, first_seen=utcnow())
+            row = CertRow(fingerprint=cert.fingerprint, first_seen=now)
             session.add(row)
             changed = True
         else:
@@ -126,10 +203,12 @@ class Directory:
             merged = openpgp.merge(stored, cert)
             changed = merged.data != stored.data
         if changed:
-            _write(row, merged)
-        return UploadedKey(cert.fingerprint, _status(row), changed, new)
+            _write(row, merged, now)
+        return UploadedKey(cert.fingerprint, _status(session, row, now), changed, new)
 
-    def _attach(self, session: Session, signatures: Sequence[bytes]) -> list[UploadedKey]:
+    def _attach(
+        self, session: Session, signatures: Sequence[bytes], now: datetime
+    ) -> list[UploadedKey]:
         """Merge loose signatures (revocation certificates) into the keys that made them."""
         results: list[UploadedKey] = []
         for body in signatures:
@@ -147,11 +226,14 @@ class Directory:
                 assert locked is not None
                 stored = openpgp.load(locked.full_data)
                 merged = openpgp.attach_signatures(stored, [body])
-                if merged.data != stored.data:
-                    _write(locked, merged)
-                    updated = UploadedKey(locked.fingerprint, _status(locked), True, False)
+                changed = merged.data != stored.data
+                if changed:
+                    _write(locked, merged, now)
+                updated = UploadedKey(
+                    locked.fingerprint, _status(session, locked, now), changed, False
+                )
+                if changed:
                     break
-                updated = UploadedKey(locked.fingerprint, _status(locked), False, False)
             if updated is None:
                 raise UploadRejected(
                     "This is a lone signature (such as a revocation certificate) for a key "
@@ -175,6 +257,231 @@ class Directory:
             row = cert_repo.find_published_by_address(session, address)
             return None if row is None else _published(row)
 
+    # -- verification -----------------------------------------------------------------------
+
+    def request_verify(
+        self, token: str, addresses: Sequence[str], locales: Sequence[str] = ()
+    ) -> UploadedKey:
+        """Send one confirmation mail per requested address (rate-limited per address).
+
+        ``token`` is the upload token. Raises VerifyRejected with a sentence.
+        """
+        return self._transaction(
+            lambda session: self._request_verify(session, token, addresses, list(locales))
+        )
+
+    def _request_verify(
+        self, session: Session, token: str, addresses: Sequence[str], locales: list[str]
+    ) -> UploadedKey:
+        now = utcnow()
+        upload = token_repo.find(session, token, TokenPurpose.UPLOAD)
+        if upload is None or upload.expires_at <= now:
+            raise VerifyRejected(
+                "This upload token is unknown or has expired. Upload the key again to get a "
+                "new one."
+            )
+        row = cert_repo.get(session, upload.cert_fingerprint)
+        if row is None:
+            raise VerifyRejected("The key of this upload token is no longer stored.")
+        cert = openpgp.load(row.full_data)
+        rows = {a.address: a for a in row.addresses}
+        wanted: list[str] = []
+        for text in addresses:
+            try:
+                address = openpgp.normalize_address(text)
+            except openpgp.InvalidAddress as exc:
+                raise VerifyRejected(f"{text!r} is not a valid e-mail address.") from exc
+            if address not in rows:
+                raise VerifyRejected(f"The address {text} is not on this key.")
+            wanted.append(address)
+        for address in dict.fromkeys(wanted):
+            address_row = rows[address]
+            uid = cert.addresses.get(address)
+            if address_row.state != AddressState.UNPUBLISHED.value or uid is None or not uid.valid:
+                continue
+            last = outbox.last_created(session, address, "verify")
+            if last is not None and now - last < self.limits.mail_interval:
+                continue  # rate limit: the earlier mail is still outstanding
+            self._queue_verification(session, row, address_row, locales, now)
+        return UploadedKey(row.fingerprint, _status(session, row, now), False, False)
+
+    def _queue_verification(
+        self,
+        session: Session,
+        row: CertRow,
+        address: AddressRow,
+        locales: list[str],
+        now: datetime,
+    ) -> None:
+        lifetime = self.limits.verify_token_lifetime
+        token = token_repo.issue(
+            session,
+            TokenPurpose.VERIFY,
+            row.fingerprint,
+            lifetime=lifetime,
+            now=now,
+            address=address.address,
+        )
+        message = messages.verification(
+            address=address.address,
+            user_id=_printable(address.user_id),
+            fingerprint=row.fingerprint,
+            link=self.site.link(f"/verify/{token}"),
+            service=self.site.name,
+            valid_days=max(1, lifetime.days),
+            locales=locales,
+        )
+        self._enqueue(session, message, now)
+
+    def _enqueue(self, session: Session, message: messages.Message, now: datetime) -> None:
+        outbox.enqueue(
+            session,
+            kind=message.kind,
+            recipient=message.recipient,
+            subject=message.subject,
+            text_body=message.text,
+            html_body=message.html,
+            message_id=f"<{secrets.token_hex(16)}@{self.site.name}>",
+            now=now,
+        )
+        session.info["mail_queued"] = True
+
+    def confirmation(self, token: str) -> Confirmation:
+        """What a verification link would confirm; changes nothing (mail scanners GET)."""
+        with self._sessions() as session:
+            return self._check_verify_token(session, token, utcnow())
+
+    def _check_verify_token(self, session: Session, token: str, now: datetime) -> Confirmation:
+        row = token_repo.find(session, token, TokenPurpose.VERIFY)
+        if row is None:
+            return Confirmation(TokenState.UNKNOWN)
+        if row.used_at is not None:
+            return Confirmation(TokenState.USED, row.address, row.cert_fingerprint)
+        if row.expires_at <= now:
+            return Confirmation(TokenState.EXPIRED, row.address, row.cert_fingerprint)
+        return Confirmation(TokenState.VALID, row.address, row.cert_fingerprint)
+
+    def confirm(self, token: str) -> Confirmation:
+        """Publish the address the token was sent to. Single use; a second use changes nothing."""
+        return self._transaction(lambda session: self._confirm(session, token))
+
+    def _confirm(self, session: Session, token: str) -> Confirmation:
+        now = utcnow()
+        checked = self._check_verify_token(session, token, now)
+        if checked.state != TokenState.VALID:
+            return checked
+        token_row = token_repo.find(session, token, TokenPurpose.VERIFY)
+        assert token_row is not None and token_row.address is not None
+        row = cert_repo.get(session, token_row.cert_fingerprint, for_update=True)
+        if row is None:
+            return Confirmation(TokenState.UNKNOWN)
+        cert = openpgp.load(row.full_data)
+        uid = cert.addresses.get(token_row.address)
+        if uid is None or not uid.valid:
+            return Confirmation(TokenState.REVOKED, token_row.address, row.fingerprint)
+        # The conditional update makes this the one request that uses the token, however
+        # many clicks arrive at once.
+        if not token_repo.consume(session, token_row, now):
+            return Confirmation(TokenState.USED, token_row.address, row.fingerprint)
+        for address in row.addresses:
+            if address.address == token_row.address:
+                address.state = AddressState.PUBLISHED.value
+                address.verified_at = now
+                address.user_id = uid.text
+        _render(row, cert)
+        row.updated_at = now
+        return Confirmation(TokenState.VALID, token_row.address, row.fingerprint)
+
+    # -- management -------------------------------------------------------------------------
+
+    def request_manage(self, text: str, locales: Sequence[str] = ()) -> None:
+        """Mail a manage link if the address is published. Says nothing either way."""
+        try:
+            address = openpgp.normalize_address(text)
+        except openpgp.InvalidAddress as exc:
+            raise VerifyRejected("This is not a valid e-mail address.") from exc
+        self._transaction(lambda session: self._request_manage(session, address, list(locales)))
+
+    def _request_manage(self, session: Session, address: str, locales: list[str]) -> None:
+        now = utcnow()
+        row = cert_repo.find_published_by_address(session, address)
+        if row is None:
+            return
+        last = outbox.last_created(session, address, "manage")
+        if last is not None and now - last < self.limits.mail_interval:
+            return
+        lifetime = self.limits.manage_token_lifetime
+        token = token_repo.issue(
+            session,
+            TokenPurpose.MANAGE,
+            row.fingerprint,
+            lifetime=lifetime,
+            now=now,
+            address=address,
+        )
+        message = messages.manage_link(
+            address=address,
+            fingerprint=row.fingerprint,
+            link=self.site.link(f"/manage/{token}"),
+            service=self.site.name,
+            valid_hours=max(1, int(lifetime.total_seconds() // 3600)),
+            locales=locales,
+        )
+        self._enqueue(session, message, now)
+
+    def manage_view(self, token: str) -> ManageView:
+        with self._sessions() as session:
+            return self._manage_view(session, token, utcnow())
+
+    def _manage_view(self, session: Session, token: str, now: datetime) -> ManageView:
+        token_row = token_repo.find(session, token, TokenPurpose.MANAGE)
+        if token_row is None:
+            return ManageView(TokenState.UNKNOWN)
+        if token_row.expires_at <= now:
+            return ManageView(TokenState.EXPIRED)
+        row = cert_repo.get(session, token_row.cert_fingerprint)
+        if row is None:
+            return ManageView(TokenState.UNKNOWN)
+        return ManageView(
+            TokenState.VALID, row.fingerprint, token_row.address, _status(session, row, now)
+        )
+
+    def unpublish(self, token: str, address: str) -> ManageView:
+        """Withdraw one address of the managed key from every protocol at once."""
+        return self._transaction(lambda session: self._unpublish(session, token, {address}))
+
+    def delete_identity(self, token: str) -> ManageView:
+        """Withdraw every address and delete every user ID of the managed key."""
+        return self._transaction(lambda session: self._unpublish(session, token, None))
+
+    def _unpublish(self, session: Session, token: str, addresses: set[str] | None) -> ManageView:
+        now = utcnow()
+        view = self._manage_view(session, token, now)
+        if view.state != TokenState.VALID or view.fingerprint is None:
+            return view
+        row = cert_repo.get(session, view.fingerprint, for_update=True)
+        assert row is not None
+        cert = openpgp.load(row.full_data)
+        if addresses is None:
+            for address_row in list(row.addresses):
+                row.addresses.remove(address_row)
+            cert = cert.without_user_ids()
+            row.full_data = cert.data
+        else:
+            for address_row in row.addresses:
+                if address_row.address in addresses:
+                    address_row.state = AddressState.UNPUBLISHED.value
+                    address_row.verified_at = None
+        _render(row, cert)
+        row.updated_at = now
+        session.flush()
+        return self._manage_view(session, token, now)
+
+
+def _printable(text: str) -> str:
+    """A user ID fit to quote in a mail: no control characters, no line breaks."""
+    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)[:300]
+
 
 def _first(rows: Sequence[CertRow]) -> PublishedKey | None:
     return _published(rows[0]) if rows else None
@@ -184,11 +491,19 @@ def _published(row: CertRow) -> PublishedKey:
     return PublishedKey(row.fingerprint, row.published_armor, row.published_digest, row.updated_at)
 
 
-def _status(row: CertRow) -> dict[str, AddressState]:
-    return {a.address: AddressState(a.state) for a in row.addresses}
+def _status(session: Session, row: CertRow, now: datetime) -> dict[str, AddressState]:
+    status = {}
+    for address in row.addresses:
+        state = AddressState(address.state)
+        if state == AddressState.UNPUBLISHED and token_repo.outstanding(
+            session, TokenPurpose.VERIFY, row.fingerprint, address.address, now
+        ):
+            state = AddressState.PENDING
+        status[address.address] = state
+    return status
 
 
-def _write(row: CertRow, cert: openpgp.Certificate) -> None:
+def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
     """Store a certificate and everything derived from it in ``row``."""
     row.key_id = cert.key_id
     row.version = cert.version
@@ -199,7 +514,7 @@ def _write(row: CertRow, cert: openpgp.Certificate) -> None:
     row.expires = cert.expires
     row.revoked = cert.revoked
     row.full_data = cert.data
-    row.updated_at = utcnow()
+    row.updated_at = now
     cert_repo.set_keys(
         row,
         [(cert.fingerprint, cert.key_id, True)]
@@ -209,12 +524,18 @@ def _write(row: CertRow, cert: openpgp.Certificate) -> None:
     for address, uid in cert.addresses.items():
         current = existing.get(address)
         if current is None:
-            row.addresses.append(
-                AddressRow(address=address, user_id=uid.text, state=AddressState.UNPUBLISHED)
-            )
+            if uid.valid:
+                row.addresses.append(
+                    AddressRow(address=address, user_id=uid.text, state=AddressState.UNPUBLISHED)
+                )
         elif uid.revoked and current.state == AddressState.PUBLISHED.value:
             # The owner revoked this user ID: keep serving it, with its revocation.
             current.state = AddressState.REVOKED.value
+    _render(row, cert)
+
+
+def _render(row: CertRow, cert: openpgp.Certificate) -> None:
+    """Pre-compute what lookups serve: the key with its published user IDs only."""
     armor = cert.armored(cert_repo.published_addresses(row))
     row.published_armor = armor
     row.published_digest = hashlib.sha256(armor.encode("ascii")).hexdigest()

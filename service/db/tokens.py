@@ -6,10 +6,10 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import TokenPurpose, TokenRow, utcnow
+from service.db.models import TokenPurpose, TokenRow
 
 
 def token_hash(token: str) -> str:
@@ -20,12 +20,13 @@ def issue(
     session: Session,
     purpose: TokenPurpose,
     cert_fingerprint: str,
+    *,
     lifetime: timedelta,
+    now: datetime,
     address: str | None = None,
 ) -> str:
     """Store a new token's hash and return the token (256 random bits, URL-safe)."""
     token = secrets.token_urlsafe(32)
-    now = utcnow()
     session.add(
         TokenRow(
             hash=token_hash(token),
@@ -39,12 +40,39 @@ def issue(
     return token
 
 
-def find_valid(
-    session: Session, token: str, purpose: TokenPurpose, now: datetime | None = None
-) -> TokenRow | None:
-    """The unexpired token row of this purpose, or None (wrong purpose, expired, unknown)."""
-    now = now or utcnow()
+def find(session: Session, token: str, purpose: TokenPurpose) -> TokenRow | None:
+    """The token row of this purpose whatever its state, or None (unknown, other purpose)."""
     row = session.scalars(select(TokenRow).where(TokenRow.hash == token_hash(token))).one_or_none()
-    if row is None or row.purpose != purpose.value or row.expires_at <= now:
+    if row is None or row.purpose != purpose.value:
         return None
     return row
+
+
+def consume(session: Session, row: TokenRow, now: datetime) -> bool:
+    """Mark a single-use token used; True only for the one request that did it."""
+    result = session.execute(
+        update(TokenRow)
+        .where(TokenRow.hash == row.hash, TokenRow.used_at.is_(None), TokenRow.expires_at > now)
+        .values(used_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def outstanding(
+    session: Session, purpose: TokenPurpose, cert_fingerprint: str, address: str, now: datetime
+) -> bool:
+    """Whether an unused, unexpired token of this kind exists (a mail is outstanding)."""
+    return (
+        session.scalar(
+            select(TokenRow.hash)
+            .where(
+                TokenRow.purpose == purpose.value,
+                TokenRow.cert_fingerprint == cert_fingerprint,
+                TokenRow.address == address,
+                TokenRow.used_at.is_(None),
+                TokenRow.expires_at > now,
+            )
+            .limit(1)
+        )
+        is not None
+    )

@@ -128,6 +128,11 @@ class Certificate:
     def armored(self, addresses: Iterable[str]) -> str:
         return armor.armor_public_key(self.published(addresses))
 
+    def without_user_ids(self) -> Certificate:
+        """The same key with every user ID and its signatures removed (identity deleted)."""
+        raw = _RawCert(self._raw.primary, self._raw.direct, [], self._raw.subkeys)
+        return _finish(raw, strict=False)
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedUpload:
@@ -181,7 +186,7 @@ def load(data: bytes) -> Certificate:
     raws, _ = _split(parse_packets(data, max_packets=10 * DEFAULT_MAX_PACKETS))
     if len(raws) != 1:
         raise MalformedKey("Stored certificate data is damaged.")
-    return _finish(_canonicalize(raws[0], trusted=lambda _body: True))
+    return _finish(_canonicalize(raws[0], trusted=lambda _body: True), strict=False)
 
 
 def merge(stored: Certificate, update: Certificate) -> Certificate:
@@ -451,8 +456,13 @@ def _policy_refusal(primary: PublicKey, raw: _RawCert) -> KeyRejected:
     )
 
 
-def _finish(raw: _RawCert) -> Certificate:
-    """Judge a canonical certificate under Sequoia's standard policy (at the current time)."""
+def _finish(raw: _RawCert, *, strict: bool = True) -> Certificate:
+    """Judge a canonical certificate under Sequoia's standard policy (at the current time).
+
+    ``strict`` refuses a key with no policy-valid self-signature. Stored keys are loaded
+    leniently: a key whose identity was deleted has no user ID left to bind it, and a stored
+    key may have fallen out of policy since (its self-signatures' hash was deprecated).
+    """
     primary = PublicKey.parse(raw.primary.body)
     data = _serialize(raw)
     try:
@@ -469,8 +479,13 @@ def _finish(raw: _RawCert) -> Certificate:
         expires = engine.expiration
         revoked = engine.is_revoked
     except RuntimeError as exc:
-        raise _policy_refusal(primary, raw) from exc
-    if not raw.user_ids and not raw.direct:
+        if strict:
+            raise _policy_refusal(primary, raw) from exc
+        valid_texts, expires = set(), None
+        revoked = any(
+            Signature.parse(p.body).sig_type == SigType.KEY_REVOCATION for p in raw.direct
+        )
+    if strict and not raw.user_ids and not raw.direct:
         raise NoValidSelfSignature
 
     user_ids: list[UserId] = []

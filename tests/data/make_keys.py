@@ -248,6 +248,10 @@ def make(gpg: Gpg, work: Path) -> None:
     weird = gpg.new_key("Jörg Müller: 100% <joerg@example.org>", "ed25519", "cert,sign")
     write("weird_uid.asc", gpg.export(weird))
 
+    # 17. A second, different key for Carl's address (one published key per address).
+    carl2 = gpg.new_key("Carl New <carl@example.org>", "ed25519", "cert,sign")
+    write("carl_second.asc", gpg.export(carl2))
+
     manifest = {}
     for path in sorted(HERE.glob("*.asc")):
         if path.name.endswith(".sec.asc") or path.name == "ed25519_revocation_only.asc":

@@ -1,0 +1,111 @@
+"""Outbox rows: enqueue, claim with a lease, mark sent or failed. Nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.db.models import OutboxRow
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    recipient: str,
+    subject: str,
+    text_body: str,
+    html_body: str | None,
+    message_id: str,
+    now: datetime,
+) -> OutboxRow:
+    row = OutboxRow(
+        kind=kind,
+        recipient=recipient,
+        subject=subject,
+        text_body=text_body,
+        html_body=html_body,
+        message_id=message_id,
+        created_at=now,
+        next_attempt_at=now,
+        attempts=0,
+    )
+    session.add(row)
+    return row
+
+
+def last_created(session: Session, recipient: str, kind: str) -> datetime | None:
+    """When the latest mail of this kind to this recipient was queued (for rate limits)."""
+    return session.scalar(
+        select(func.max(OutboxRow.created_at)).where(
+            OutboxRow.recipient == recipient, OutboxRow.kind == kind
+        )
+    )
+
+
+def due_ids(session: Session, now: datetime, limit: int) -> Sequence[int]:
+    query = (
+        select(OutboxRow.id)
+        .where(
+            OutboxRow.sent_at.is_(None),
+            OutboxRow.next_attempt_at <= now,
+            or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
+        )
+        .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Several dispatchers skip each other's rows instead of queueing behind them.
+        query = query.with_for_update(skip_locked=True)
+    return session.scalars(query).all()
+
+
+def claim(session: Session, row_id: int, owner: str, now: datetime, lease: timedelta) -> bool:
+    """Take the row for ``lease``; True only for the one dispatcher that got it."""
+    result = session.execute(
+        update(OutboxRow)
+        .where(
+            OutboxRow.id == row_id,
+            OutboxRow.sent_at.is_(None),
+            or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
+        )
+        .values(claimed_until=now + lease, claimed_by=owner)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def get(session: Session, row_id: int) -> OutboxRow | None:
+    return session.get(OutboxRow, row_id)
+
+
+def mark_sent(session: Session, row_id: int, owner: str, now: datetime) -> None:
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == row_id, OutboxRow.claimed_by == owner)
+        .values(sent_at=now, claimed_until=None, last_error=None)
+    )
+
+
+def mark_failed(session: Session, row_id: int, owner: str, error: str, retry_at: datetime) -> None:
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == row_id, OutboxRow.claimed_by == owner)
+        .values(
+            attempts=OutboxRow.attempts + 1,
+            next_attempt_at=retry_at,
+            claimed_until=None,
+            last_error=error[:1000],
+        )
+    )
+
+
+def pending_count(session: Session) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
+        )
+        or 0
+    )

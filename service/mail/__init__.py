@@ -1,0 +1,1 @@
+"""Mail: rendering messages, senders (SMTP, console), and the outbox dispatcher."""

@@ -1,0 +1,134 @@
+"""The outbox dispatcher: sends queued mails after their transaction committed.
+
+Several dispatchers (threads in server processes, or `keydir worker`) may run at once: each
+row is claimed with a lease before it is sent and marked sent right after, one by one, so
+a crash in the middle of a batch re-sends nothing that went out. Only a crash in the instant
+between the SMTP server's acceptance and our commit can repeat a mail; it then carries the
+same Message-ID, so the receiving server can drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import outbox
+from service.db.models import utcnow
+from service.mail.senders import Sender, SendFailed, build_email
+
+log = logging.getLogger(__name__)
+
+
+def backoff(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min, … at most an hour between tries."""
+    return timedelta(seconds=min(30 * 2 ** min(attempts, 12), 3600))
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    id: int
+    attempts: int
+    recipient: str
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    sent: int
+    failed: int
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        sender: Sender,
+        mail_from: str,
+        *,
+        lease: timedelta = timedelta(minutes=5),
+        batch: int = 20,
+    ) -> None:
+        self._sessions = sessions
+        self._sender = sender
+        self._mail_from = mail_from
+        self._lease = lease
+        self._batch = batch
+        self.owner = secrets.token_hex(8)
+        self.wake = threading.Event()
+
+    def run_once(self, now: datetime | None = None) -> Report:
+        """Send what is due now; return how many went out and how many failed."""
+        now = now or utcnow()
+        with self._sessions.begin() as session:
+            claimed = []
+            for row_id in outbox.due_ids(session, now, self._batch):
+                if outbox.claim(session, row_id, self.owner, now, self._lease):
+                    row = outbox.get(session, row_id)
+                    assert row is not None
+                    claimed.append(
+                        _Claimed(
+                            row.id,
+                            row.attempts,
+                            row.recipient,
+                            row.subject,
+                            row.text_body,
+                            row.html_body,
+                            row.message_id,
+                        )
+                    )
+        sent = failed = 0
+        for mail in claimed:
+            try:
+                self._sender.send(
+                    build_email(
+                        sender=self._mail_from,
+                        recipient=mail.recipient,
+                        subject=mail.subject,
+                        text=mail.text,
+                        html=mail.html,
+                        message_id=mail.message_id,
+                    )
+                )
+            except SendFailed as exc:
+                failed += 1
+                retry_at = utcnow() + backoff(mail.attempts)
+                with self._sessions.begin() as session:
+                    outbox.mark_failed(session, mail.id, self.owner, str(exc), retry_at)
+                # The recipient may be an unconfirmed address: only the row id is logged.
+                log.warning("mail %s not sent (try %s): %s", mail.id, mail.attempts + 1, exc)
+                continue
+            with self._sessions.begin() as session:
+                outbox.mark_sent(session, mail.id, self.owner, utcnow())
+            sent += 1
+        if sent or failed:
+            log.info("outbox: %s sent, %s failed", sent, failed)
+        return Report(sent, failed)
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 5.0) -> None:
+        """Loop until ``stop`` is set; ``wake`` makes it look at the outbox at once."""
+        while not stop.is_set():
+            try:
+                report = self.run_once()
+            except Exception:
+                # The database may be away for a while; keep the loop alive and try again.
+                log.exception("outbox dispatcher failed; retrying")
+                report = Report(0, 0)
+            if report.sent == self._batch:
+                continue  # more may be waiting
+            self.wake.wait(poll_seconds)
+            self.wake.clear()
+
+    def start_thread(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(
+            target=self.run_forever, args=(stop,), name="keydir-outbox", daemon=True
+        )
+        thread.start()
+        return thread

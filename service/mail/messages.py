@@ -1,0 +1,107 @@
+"""The mails keydir sends, rendered from templates in the reader's language.
+
+Only normalised addresses (which cannot hold a line break) go into headers; user ID text,
+which the uploader chose, appears only in bodies, escaped in HTML.
+"""
+
+from __future__ import annotations
+
+import gettext
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES = Path(__file__).parent / "templates"
+LOCALES = Path(__file__).parents[1] / "locale"
+DEFAULT_LOCALE = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: str
+    recipient: str
+    subject: str
+    text: str
+    html: str
+
+
+def _environment(locales: list[str]) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+        keep_trailing_newline=True,
+    )
+    translations = gettext.translation(
+        "keydir", localedir=LOCALES, languages=[*locales, DEFAULT_LOCALE], fallback=True
+    )
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def _normal_locales(locales: list[str] | None) -> list[str]:
+    """`de-CH` -> `de_CH`; anything odd is dropped (it only picks a catalogue)."""
+    result = []
+    for locale in locales or []:
+        cleaned = locale.strip().replace("-", "_")
+        if cleaned and len(cleaned) <= 16 and cleaned.replace("_", "").isalnum():
+            result.append(cleaned)
+    return result
+
+
+def _render(kind: str, recipient: str, locales: list[str] | None, **context: object) -> Message:
+    env = _environment(_normal_locales(locales))
+    subject = env.get_template(f"{kind}.subject.txt").render(**context).strip()
+    return Message(
+        kind=kind,
+        recipient=recipient,
+        subject=" ".join(subject.split()),
+        text=env.get_template(f"{kind}.txt").render(**context),
+        html=env.get_template(f"{kind}.html").render(**context),
+    )
+
+
+def verification(
+    *,
+    address: str,
+    user_id: str,
+    fingerprint: str,
+    link: str,
+    service: str,
+    valid_days: int,
+    locales: list[str] | None = None,
+) -> Message:
+    return _render(
+        "verify",
+        address,
+        locales,
+        address=address,
+        user_id=user_id,
+        fingerprint=fingerprint,
+        link=link,
+        service=service,
+        valid_days=valid_days,
+    )
+
+
+def manage_link(
+    *,
+    address: str,
+    fingerprint: str,
+    link: str,
+    service: str,
+    valid_hours: int,
+    locales: list[str] | None = None,
+) -> Message:
+    return _render(
+        "manage",
+        address,
+        locales,
+        address=address,
+        fingerprint=fingerprint,
+        link=link,
+        service=service,
+        valid_hours=valid_hours,
+    )

@@ -1,0 +1,102 @@
+"""Where mails go: an SMTP server, or the console when none is configured."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import sys
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Protocol, TextIO
+
+from service.settings import Settings, SmtpTls
+
+
+class SendFailed(Exception):
+    """The mail could not be handed over; it stays in the outbox and is tried again."""
+
+
+class Sender(Protocol):
+    def send(self, message: EmailMessage) -> None: ...
+
+
+def build_email(
+    *, sender: str, recipient: str, subject: str, text: str, html: str | None, message_id: str
+) -> EmailMessage:
+    """A MIME mail; EmailMessage refuses line breaks in headers, so none can be injected."""
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = recipient
+    mail["Subject"] = subject
+    mail["Date"] = formatdate(localtime=False)
+    # The same Message-ID on every attempt lets a receiving server drop a duplicate.
+    mail["Message-ID"] = message_id
+    mail["Auto-Submitted"] = "auto-generated"
+    mail.set_content(text)
+    if html is not None:
+        mail.add_alternative(html, subtype="html")
+    return mail
+
+
+class SmtpSender:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: SmtpTls = SmtpTls.NONE,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.username, self.password, self.timeout = username, password, timeout
+
+    def send(self, message: EmailMessage) -> None:
+        try:
+            context = ssl.create_default_context()
+            client: smtplib.SMTP
+            if self.tls == SmtpTls.TLS:
+                client = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=context
+                )
+            else:
+                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with client:
+                if self.tls == SmtpTls.STARTTLS:
+                    client.starttls(context=context)
+                if self.username:
+                    client.login(self.username, self.password or "")
+                client.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise SendFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class ConsoleSender:
+    """For a laptop with no mail server: the whole mail, link included, on the console."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    def send(self, message: EmailMessage) -> None:
+        stream = self.stream or sys.stdout
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        stream.write(
+            "----- mail (no KEYDIR_SMTP_HOST set, so it is shown here) -----\n"
+            f"To: {message['To']}\nSubject: {message['Subject']}\n\n{text}"
+            "----- end of mail -----\n"
+        )
+        stream.flush()
+
+
+def sender_from_settings(settings: Settings) -> Sender:
+    if not settings.smtp_host:
+        return ConsoleSender()
+    return SmtpSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        tls=settings.smtp_tls,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+    )
