@@ -119,24 +119,27 @@ def _manage_page(
 @router.get("/manage/{token}")
 def manage_page(request: Request, token: str) -> Response:
     view = _directory(request).manage_view(token)
-    return _manage_page(
-        request, token, view.state, fingerprint=view.fingerprint, addresses=view.addresses
-    )
+    return _manage_page(request, token, view.state, address=view.address, keys=view.keys)
 
 
 @router.post("/manage/{token}/unpublish")
 def manage_unpublish(
-    request: Request, token: str, address: Annotated[str, Form(max_length=320)]
+    request: Request,
+    token: str,
+    fingerprint: Annotated[str, Form(max_length=64)],
+    address: Annotated[str, Form(max_length=320)],
 ) -> Response:
-    view = _directory(request).unpublish(token, address)
+    view = _directory(request).unpublish(token, fingerprint, address)
     if view.state != TokenState.VALID:
         return _manage_page(request, token, view.state)
     return RedirectResponse(f"/manage/{token}", status_code=303)
 
 
 @router.post("/manage/{token}/delete")
-def manage_delete(request: Request, token: str) -> Response:
-    view = _directory(request).delete_identity(token)
+def manage_delete(
+    request: Request, token: str, fingerprint: Annotated[str, Form(max_length=64)]
+) -> Response:
+    view = _directory(request).delete_identity(token, fingerprint)
     if view.state != TokenState.VALID:
         return _manage_page(request, token, view.state)
     return RedirectResponse(f"/manage/{token}", status_code=303)

@@ -32,6 +32,7 @@ __all__ = [
     "Directory",
     "Limits",
     "ManageView",
+    "ManagedKey",
     "PublishedKey",
     "TokenState",
     "UploadRejected",
@@ -108,11 +109,20 @@ class Confirmation:
 
 
 @dataclass(frozen=True, slots=True)
+class ManagedKey:
+    fingerprint: str
+    # Only published and revoked addresses: a manage link proves one address, and the
+    # key's unconfirmed addresses are nobody's business, not even this visitor's.
+    addresses: dict[str, AddressState]
+
+
+@dataclass(frozen=True, slots=True)
 class ManageView:
+    """The keys a manage link may change: every key the link's address is published on."""
+
     state: TokenState
-    fingerprint: str | None = None
     address: str | None = None
-    addresses: dict[str, AddressState] = field(default_factory=dict)
+    keys: list[ManagedKey] = field(default_factory=list)
 
 
 class UploadRejected(ValueError):
@@ -435,31 +445,43 @@ class Directory:
 
     def _manage_view(self, session: Session, token: str, now: datetime) -> ManageView:
         token_row = token_repo.find(session, token, TokenPurpose.MANAGE)
-        if token_row is None:
+        if token_row is None or token_row.address is None:
             return ManageView(TokenState.UNKNOWN)
         if token_row.expires_at <= now:
             return ManageView(TokenState.EXPIRED)
-        row = cert_repo.get(session, token_row.cert_fingerprint)
-        if row is None:
-            return ManageView(TokenState.UNKNOWN)
-        return ManageView(
-            TokenState.VALID, row.fingerprint, token_row.address, _status(session, row, now)
+        keys = [
+            ManagedKey(
+                row.fingerprint,
+                {
+                    a.address: AddressState(a.state)
+                    for a in row.addresses
+                    if a.state in (AddressState.PUBLISHED.value, AddressState.REVOKED.value)
+                },
+            )
+            for row in cert_repo.find_all_published_by_address(session, token_row.address)
+        ]
+        return ManageView(TokenState.VALID, token_row.address, keys)
+
+    def unpublish(self, token: str, fingerprint: str, address: str) -> ManageView:
+        """Withdraw one address of a managed key from every protocol at once."""
+        return self._transaction(
+            lambda session: self._unpublish(session, token, fingerprint, {address})
         )
 
-    def unpublish(self, token: str, address: str) -> ManageView:
-        """Withdraw one address of the managed key from every protocol at once."""
-        return self._transaction(lambda session: self._unpublish(session, token, {address}))
+    def delete_identity(self, token: str, fingerprint: str) -> ManageView:
+        """Withdraw every address and delete every user ID of a managed key."""
+        return self._transaction(lambda session: self._unpublish(session, token, fingerprint, None))
 
-    def delete_identity(self, token: str) -> ManageView:
-        """Withdraw every address and delete every user ID of the managed key."""
-        return self._transaction(lambda session: self._unpublish(session, token, None))
-
-    def _unpublish(self, session: Session, token: str, addresses: set[str] | None) -> ManageView:
+    def _unpublish(
+        self, session: Session, token: str, fingerprint: str, addresses: set[str] | None
+    ) -> ManageView:
         now = utcnow()
         view = self._manage_view(session, token, now)
-        if view.state != TokenState.VALID or view.fingerprint is None:
+        if view.state != TokenState.VALID:
             return view
-        row = cert_repo.get(session, view.fingerprint, for_update=True)
+        if fingerprint not in {key.fingerprint for key in view.keys}:
+            return view  # not a key this link may change: nothing happens
+        row = cert_repo.get(session, fingerprint, for_update=True)
         assert row is not None
         cert = openpgp.load(row.full_data)
         if addresses is None:

@@ -49,6 +49,20 @@ def find_published_by_address(session: Session, address: str) -> CertRow | None:
     return session.scalars(query).one_or_none()
 
 
+def find_all_published_by_address(session: Session, address: str) -> Sequence[CertRow]:
+    """Every certificate on which the address is published or revoked, latest first."""
+    query = (
+        select(CertRow)
+        .join(AddressRow, AddressRow.cert_fingerprint == CertRow.fingerprint)
+        .where(
+            AddressRow.address == address,
+            AddressRow.state.in_([AddressState.PUBLISHED.value, AddressState.REVOKED.value]),
+        )
+        .order_by(AddressRow.verified_at.desc(), AddressRow.id.desc())
+    )
+    return session.scalars(query).unique().all()
+
+
 def set_keys(cert: CertRow, keys: Sequence[tuple[str, str, bool]]) -> None:
     """Make the (fingerprint, key id, is_primary) rows of ``cert`` exactly ``keys``."""
     wanted = {fpr: (kid, primary) for fpr, kid, primary in keys}

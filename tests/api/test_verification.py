@@ -372,8 +372,17 @@ def test_manage_unpublish_hides_the_address_at_once(
     assert page.status_code == 200
     assert fpr in page.text
     assert "eddie@example.org" in page.text
-    assert "eddie2@example.org" in page.text
-    done = mail_client.post(f"/manage/{token}/unpublish", data={"address": "eddie@example.org"})
+    # The key's unconfirmed address is not shown, even to the owner of a confirmed one.
+    assert "eddie2@example.org" not in page.text
+    elsewhere = mail_client.post(
+        f"/manage/{token}/unpublish",
+        data={"fingerprint": "AB" * 20, "address": "eddie@example.org"},
+    )
+    assert elsewhere.status_code == 200
+    assert mail_client.get("/vks/v1/by-email/eddie@example.org").status_code == 200
+    done = mail_client.post(
+        f"/manage/{token}/unpublish", data={"fingerprint": fpr, "address": "eddie@example.org"}
+    )
     assert done.status_code == 200  # after the redirect back to the manage page
     assert mail_client.get("/vks/v1/by-email/eddie@example.org").status_code == 404
     assert b"eddie@example.org" not in dearmor(
@@ -388,7 +397,7 @@ def test_manage_delete_identity_removes_every_user_id(
     mail_client.post("/manage", data={"address": "eddie@example.org"})
     dispatcher(database[1], smtp).run_once()
     _, token = smtp.inbox.link(smtp.inbox.to("eddie@example.org")[-1])
-    assert mail_client.post(f"/manage/{token}/delete").status_code == 200
+    assert mail_client.post(f"/manage/{token}/delete", data={"fingerprint": fpr}).status_code == 200
     assert mail_client.get("/vks/v1/by-email/eddie@example.org").status_code == 404
     served = mail_client.get(f"/vks/v1/by-fingerprint/{fpr}")
     assert served.status_code == 200
