@@ -33,6 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         proxy_headers=False,
         server_header=False,
+        # uvicorn's access log would write tokens (/verify/…) and looked-up addresses
+        # (/vks/v1/by-email/…) at info level; neither may appear in logs.
+        access_log=False,
         log_level=args.log_level,
     )
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -43,10 +44,15 @@ def wait_until_up(process: subprocess.Popen[bytes], port: int, log: Path) -> Non
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+def server_log(tmp_path: Path) -> Path:
+    return tmp_path / "server.log"
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_log: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "KEYDIR_DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}"}
-    log = tmp_path / "server.log"
+    log = server_log
     with log.open("wb") as output:
         process = subprocess.Popen(
             [KEYDIR, "serve", "--port", str(port)],
@@ -115,3 +121,38 @@ def test_serve_refuses_outdated_postgres_schema(tmp_path: Path) -> None:
     )
     assert migrate.returncode == 0, migrate.stderr
     assert "now current" in migrate.stdout
+
+
+def _post_json(url: str, payload: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body: dict[str, object] = json.loads(response.read())
+        return body
+
+
+def test_without_smtp_the_mail_and_its_link_appear_on_the_console(
+    server: str, server_log: Path
+) -> None:
+    """The embedded default: no mail server, yet a person can follow the link."""
+    keytext = (Path(__file__).parent / "data" / "ed25519.asc").read_text()
+    uploaded = _post_json(f"{server}/vks/v1/upload", {"keytext": keytext})
+    _post_json(
+        f"{server}/vks/v1/request-verify",
+        {"token": uploaded["token"], "addresses": ["eddie@example.org"]},
+    )
+    deadline = time.monotonic() + 60
+    while "/verify/" not in server_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    printed = server_log.read_text()
+    assert "To: eddie@example.org" in printed
+    link = next(w for w in printed.split() if "/verify/" in w)
+    assert link.startswith("http://localhost:8080/verify/")
+    token = link.rsplit("/", 1)[1]
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{server}/verify/{token}", method="POST"), timeout=30
+    ) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{server}/vks/v1/by-email/eddie@example.org", timeout=30) as found:
+        assert found.status == 200
