@@ -419,3 +419,43 @@ def test_mail_headers_cannot_be_injected() -> None:
             html=None,
             message_id="<1@example.org>",
         )
+
+
+@pytest.mark.gpg
+@pytest.mark.parametrize(
+    "tampered", ["foreign_subkey.asc", "damaged_subkey.asc", "garbage_sig.asc"]
+)
+def test_tampered_uploads_never_reach_a_gpg_import(
+    mail_client: TestClient,
+    smtp: SmtpServer,
+    database: tuple[str, Engine],
+    gnupghome: Path,
+    tampered: str,
+) -> None:
+    fpr = publish(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
+    clean = mail_client.get(f"/vks/v1/by-fingerprint/{fpr}").content
+    upload(mail_client, tampered)
+    served = mail_client.get(f"/vks/v1/by-fingerprint/{fpr}").content
+    assert served == clean
+    keys = import_key(gnupghome, served)
+    assert [k.fingerprint for k in keys] == [fpr]
+    assert keys[0].user_ids == ["Eddie <eddie@example.org>"]
+    (gnupghome.parent / "certifier").mkdir(mode=0o700)
+    foreign = import_key(gnupghome.parent / "certifier", read_data("certifier.asc"))
+    assert not set(keys[0].subkeys) & set(foreign[0].subkeys)
+    assert len(keys[0].subkeys) == 2
+
+
+@pytest.mark.gpg
+def test_subkey_key_ids_fetch_an_importable_key(
+    mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine], gnupghome: Path
+) -> None:
+    fpr = publish(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
+    home = gnupghome.parent / "first"
+    home.mkdir(mode=0o700)
+    subkeys = import_key(home, mail_client.get(f"/vks/v1/by-keyid/{fpr[-16:]}").content)[0].subkeys
+    assert len(subkeys) == 2
+    for subkey in subkeys:
+        keys = import_key(gnupghome, mail_client.get(f"/vks/v1/by-keyid/{subkey[-16:]}").content)
+        assert [k.fingerprint for k in keys] == [fpr]
+        assert sorted(keys[0].subkeys) == sorted(subkeys)

@@ -110,12 +110,18 @@ def _subkeys_of(name: str, home: Path) -> list[str]:
     return show_keys(home, read_data(name))[0].subkeys
 
 
-def test_v6_key_uploads_and_is_served(client: TestClient) -> None:
-    body = upload(client, "v6_ed25519.asc")
+@pytest.mark.parametrize("name", ["v6_ed25519.asc", "v6_pq.asc"])
+def test_v6_key_uploads_and_is_served(client: TestClient, name: str) -> None:
+    body = upload(client, name)
     fpr = str(body["key_fpr"])
     assert len(fpr) == 64
+    assert body["status"] == {"vera@example.org": "unpublished"}
     served = client.get(f"/vks/v1/by-fingerprint/{fpr}")
     assert served.status_code == 200
+    # GnuPG 2.2 does not know v6 keys; Sequoia reads the served key back.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert pysequoia.Cert.from_bytes(served.content).fingerprint.upper() == fpr
     # v6 key ids are the first 8 bytes of the fingerprint (RFC 9580 section 5.5.4.3).
     assert client.get(f"/vks/v1/by-keyid/{fpr[:16]}").text == served.text
 
