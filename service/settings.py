@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         default=600,
         description="At most one confirmation (or manage) mail per address in this interval.",
     )
+    hkp_offer_verification: bool = Field(
+        default=True,
+        description=(
+            "Mail a confirmation link to each address of a brand-new key uploaded over HKP "
+            "(`gpg --send-keys`), rate-limited like request-verify."
+        ),
+    )
     dispatch_mail: bool = Field(
         default=True,
         description=(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,29 +16,7 @@ from sqlalchemy import text
 
 from service.db.session import make_engine
 from tests.conftest import POSTGRES_URL
-
-KEYDIR = str(Path(sys.executable).parent / "keydir")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_up(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Wait (at most a minute) until the server accepts connections."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail("server did not come up within 60 s")
+from tests.serverutil import KEYDIR, free_port, running_server
 
 
 @pytest.fixture
@@ -50,23 +26,10 @@ def server_log(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path: Path, server_log: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "KEYDIR_DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}"}
-    log = server_log
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [KEYDIR, "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until_up(process, port, log)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with running_server(
+        tmp_path, server_log, KEYDIR_DATABASE_URL=f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    ) as base:
+        yield base
 
 
 def test_fresh_start_on_sqlite_answers_404_sentence(server: str) -> None:

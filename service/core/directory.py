@@ -30,6 +30,7 @@ from service.mail import messages
 __all__ = [
     "AddressState",
     "Directory",
+    "IndexEntry",
     "Limits",
     "ManageView",
     "ManagedKey",
@@ -91,6 +92,27 @@ class PublishedKey:
     armor: str
     digest: str  # SHA-256 of ``armor``: a strong ETag
     updated_at: datetime
+    version: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedUserId:
+    text: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What an HKP index shows of a key: never an unconfirmed user ID."""
+
+    fingerprint: str
+    version: int
+    algorithm: int
+    bits: int
+    created: datetime
+    expires: datetime | None
+    revoked: bool
+    user_ids: list[IndexedUserId]
 
 
 class TokenState(StrEnum):
@@ -170,10 +192,14 @@ class Directory:
 
     # -- upload ---------------------------------------------------------------------------
 
-    def upload(self, data: bytes, *, single: bool = False) -> UploadResult:
+    def upload(
+        self, data: bytes, *, single: bool = False, offer_verification: bool = False
+    ) -> UploadResult:
         """Parse, verify and store one or more keys (or a revocation for a stored key).
 
-        Raises ``openpgp.KeyRejected`` (bad input) or ``UploadRejected`` with a sentence.
+        With ``offer_verification``, each brand-new key's addresses get a confirmation mail
+        (HKP uploads: GnuPG users have no other way to ask). Raises ``openpgp.KeyRejected``
+        (bad input) or ``UploadRejected`` with a sentence.
         """
         parsed = openpgp.read_upload(
             data,
@@ -182,11 +208,28 @@ class Directory:
         )
         if single and len(parsed.certificates) > 1:
             raise UploadRejected("The upload holds several keys; upload one key at a time here.")
-        return self._transaction(lambda session: self._store(session, parsed))
+        return self._transaction(
+            lambda session: self._store(session, parsed, offer_verification=offer_verification)
+        )
 
-    def _store(self, session: Session, parsed: openpgp.ParsedUpload) -> UploadResult:
+    def _store(
+        self, session: Session, parsed: openpgp.ParsedUpload, *, offer_verification: bool
+    ) -> UploadResult:
         now = utcnow()
         results = [self._store_one(session, cert, now) for cert in parsed.certificates]
+        if offer_verification:
+            for cert, result in zip(parsed.certificates, results, strict=True):
+                if result.new:
+                    row = cert_repo.get(session, cert.fingerprint)
+                    assert row is not None
+                    self._offer(
+                        session,
+                        row=row,
+                        cert=cert,
+                        addresses=list(result.status),
+                        locales=[],
+                        now=now,
+                    )
         if parsed.loose_signatures:
             results.extend(self._attach(session, parsed.loose_signatures, now))
         token = None
@@ -267,6 +310,35 @@ class Directory:
             row = cert_repo.find_published_by_address(session, address)
             return None if row is None else _published(row)
 
+    def index(self, fingerprint: str) -> IndexEntry | None:
+        """The index entry of a stored key (for HKP `op=index`)."""
+        with self._sessions() as session:
+            row = cert_repo.get(session, fingerprint)
+            if row is None:
+                return None
+            published = {
+                a.address: a.state == AddressState.REVOKED.value
+                for a in row.addresses
+                if a.state in (AddressState.PUBLISHED.value, AddressState.REVOKED.value)
+            }
+            user_ids = []
+            if published:
+                user_ids = [
+                    IndexedUserId(uid.text, uid.revoked)
+                    for uid in openpgp.load(row.full_data).user_ids
+                    if uid.address in published and (uid.valid or uid.revoked)
+                ]
+            return IndexEntry(
+                row.fingerprint,
+                row.version,
+                row.algorithm,
+                row.bits,
+                row.created,
+                row.expires,
+                row.revoked,
+                user_ids,
+            )
+
     # -- verification -----------------------------------------------------------------------
 
     def request_verify(
@@ -304,16 +376,32 @@ class Directory:
             if address not in rows:
                 raise VerifyRejected(f"The address {text} is not on this key.")
             wanted.append(address)
-        for address in dict.fromkeys(wanted):
-            address_row = rows[address]
+        self._offer(session, row=row, cert=cert, addresses=wanted, locales=locales, now=now)
+        return UploadedKey(row.fingerprint, _status(session, row, now), False, False)
+
+    def _offer(
+        self,
+        session: Session,
+        *,
+        row: CertRow,
+        cert: openpgp.Certificate,
+        addresses: Sequence[str],
+        locales: list[str],
+        now: datetime,
+    ) -> None:
+        """Queue a confirmation mail to each unpublished address of a valid user ID."""
+        rows = {a.address: a for a in row.addresses}
+        for address in dict.fromkeys(addresses):
+            address_row = rows.get(address)
             uid = cert.addresses.get(address)
-            if address_row.state != AddressState.UNPUBLISHED.value or uid is None or not uid.valid:
+            if address_row is None or uid is None or not uid.valid:
+                continue
+            if address_row.state != AddressState.UNPUBLISHED.value:
                 continue
             last = outbox.last_created(session, address, "verify")
             if last is not None and now - last < self.limits.mail_interval:
                 continue  # rate limit: the earlier mail is still outstanding
             self._queue_verification(session, row, address_row, locales, now)
-        return UploadedKey(row.fingerprint, _status(session, row, now), False, False)
 
     def _queue_verification(
         self,
@@ -510,7 +598,9 @@ def _first(rows: Sequence[CertRow]) -> PublishedKey | None:
 
 
 def _published(row: CertRow) -> PublishedKey:
-    return PublishedKey(row.fingerprint, row.published_armor, row.published_digest, row.updated_at)
+    return PublishedKey(
+        row.fingerprint, row.published_armor, row.published_digest, row.updated_at, row.version
+    )
 
 
 def _status(session: Session, row: CertRow, now: datetime) -> dict[str, AddressState]:

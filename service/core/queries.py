@@ -56,3 +56,29 @@ def parse_address(text: str) -> str:
         return normalize_address(text)
     except InvalidAddress as exc:
         raise BadQuery(f"This is not a valid e-mail address: {exc}") from exc
+
+
+_ANGLE = re.compile(r"<([^<>]*)>")
+
+
+def parse_search(text: str) -> Query:
+    """An HKP `search` value: a key id, a fingerprint, or an address (bare, `<addr>`, or
+    `Name <addr>`). Short key ids and free text are refused with the reason.
+    """
+    stripped = text.strip()
+    hexish = stripped.replace(" ", "")
+    if hexish.upper().startswith("0X") or (
+        len(hexish) in (8, 16, 40, 64) and _HEX.match(hexish.upper())
+    ):
+        value = _hex(hexish)
+        if len(value) in (40, 64):
+            return Query("fingerprint", parse_fingerprint(value))
+        return Query("key_id", parse_key_id(value))
+    if "@" in stripped:
+        angle = _ANGLE.findall(stripped)
+        return Query("address", parse_address(angle[-1] if angle else stripped))
+    raise BadQuery(
+        "Searching by name or free text is not offered: it would let anyone list who has a "
+        "key here, and names are not verified. Search by the full e-mail address, the "
+        "fingerprint or the 16-digit key ID."
+    )

@@ -1,0 +1,184 @@
+"""HKP, the keyserver protocol of GnuPG, sq, OpenKeychain and Thunderbird (`hkp://`, `hkps://`).
+
+Wire details follow what the clients parse (draft-gallagher-openpgp-hkp and GnuPG's dirmngr):
+machine-readable answers are plain text, never HTML; failures are 4xx or 501, never 502
+(GnuPG marks a keyserver dead on 502).
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from service import openpgp
+from service.api.responses import key_response, text
+from service.core import queries
+from service.core.directory import Directory, IndexEntry, PublishedKey, UploadRejected
+
+router = APIRouter(prefix="/pks", tags=["HKP"])
+
+OPERATIONS = ("get", "index", "vindex")
+
+
+def _directory(request: Request) -> Directory:
+    directory: Directory = request.app.state.directory
+    return directory
+
+
+def _find(directory: Directory, query: queries.Query) -> PublishedKey | None:
+    if query.kind == "fingerprint":
+        key = directory.by_fingerprint(query.value)
+    elif query.kind == "key_id":
+        key = directory.by_key_id(query.value)
+    else:
+        key = directory.by_address(query.value)
+    # v6 keys confuse older HKP clients: over HKP they are served only to a client that
+    # asked for their 64-hex fingerprint, which only a v6-aware client knows.
+    if (
+        key is not None
+        and key.version == 6
+        and not (query.kind == "fingerprint" and len(query.value) == 64)
+    ):
+        return None
+    return key
+
+
+@router.get(
+    "/lookup",
+    operation_id="hkp_lookup",
+    response_class=Response,
+    summary="Look up a key (op=get) or list it (op=index, op=vindex)",
+    responses={
+        200: {
+            "description": "op=get: the armored key. op=index/vindex: machine-readable "
+            "listing with options=mr, else an HTML page.",
+            "content": {"application/pgp-keys": {}, "text/plain": {}, "text/html": {}},
+        },
+        400: {"description": "Missing or malformed op or search.", "content": {"text/plain": {}}},
+        404: {"description": "No key found.", "content": {"text/plain": {}}},
+        501: {"description": "Operation not supported.", "content": {"text/plain": {}}},
+    },
+)
+def lookup(
+    request: Request,
+    *,
+    op: Annotated[str | None, Query(description="get, index or vindex")] = None,
+    search: Annotated[
+        str | None,
+        Query(description="0x + 16 hex key ID, 0x + 40/64 hex fingerprint, or an address"),
+    ] = None,
+    options: Annotated[str | None, Query(description="mr: machine-readable")] = None,
+    exact: Annotated[str | None, Query(description="Accepted; every search is exact")] = None,
+    fingerprint: Annotated[str | None, Query(description="Accepted; always full")] = None,
+) -> Response:
+    del exact, fingerprint  # searches are always exact and fingerprints always full
+    if not op:
+        return text("The op parameter is missing (get, index or vindex).", 400)
+    if op not in OPERATIONS:
+        return text(f"The operation {op!r} is not supported here.", 501)
+    if not search:
+        return text("The search parameter is missing.", 400)
+    try:
+        query = queries.parse_search(search)
+    except queries.BadQuery as exc:
+        return text(str(exc), 400)
+    directory = _directory(request)
+    key = _find(directory, query)
+    if key is None:
+        return text("No key found.", 404)
+    if op == "get":
+        return key_response(request, key, filename=False)
+    entry = directory.index(key.fingerprint)
+    if entry is None:
+        return text("No key found.", 404)
+    machine_readable = "mr" in (options or "").split(",")
+    if machine_readable:
+        return PlainTextResponse(machine_index([entry]), headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(html_index(entry, vindex=op == "vindex"))
+
+
+def escape_uid(value: str) -> str:
+    """Escape a user ID for a machine-readable index line: `:`, `%` and every byte outside
+    printable 7-bit ASCII become %XX of the UTF-8 bytes."""
+    out = []
+    for byte in value.encode("utf-8", "surrogateescape"):
+        if byte in (0x25, 0x3A) or byte < 0x20 or byte > 0x7E:
+            out.append(f"%{byte:02X}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+def machine_index(entries: list[IndexEntry]) -> str:
+    lines = [f"info:1:{len(entries)}"]
+    for entry in entries:
+        created = str(int(entry.created.timestamp()))
+        expires = str(int(entry.expires.timestamp())) if entry.expires else ""
+        flags = _flags(entry)
+        lines.append(
+            f"pub:{entry.fingerprint}:{entry.algorithm}:{entry.bits}:{created}:{expires}:{flags}"
+        )
+        lines.extend(
+            f"uid:{escape_uid(uid.text)}:::{'r' if uid.revoked else ''}" for uid in entry.user_ids
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _flags(entry: IndexEntry) -> str:
+    flags = "r" if entry.revoked else ""
+    if entry.expires is not None and entry.expires <= datetime.now(UTC):
+        flags += "e"
+    return flags
+
+
+def html_index(entry: IndexEntry, *, vindex: bool) -> str:
+    """A small page for people who open a lookup URL in a browser."""
+    rows = "".join(
+        f"<li>{html.escape(uid.text)}{' (revoked)' if uid.revoked else ''}</li>"
+        for uid in entry.user_ids
+    )
+    expires = entry.expires.date().isoformat() if entry.expires else "never"
+    state = "revoked" if entry.revoked else "valid"
+    details = f" Algorithm {entry.algorithm}, {entry.bits} bits." if vindex else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>Key {entry.fingerprint}</title></head><body>"
+        f"<h1>Key <code>{entry.fingerprint}</code></h1>"
+        f"<p>Created {entry.created.date().isoformat()}, expires {expires}, {state}.{details}</p>"
+        f"<ul>{rows or '<li>No confirmed addresses.</li>'}</ul>"
+        f'<p><a href="/pks/lookup?op=get&amp;search=0x{entry.fingerprint}">Download</a></p>'
+        "</body></html>"
+    )
+
+
+@router.post(
+    "/add",
+    operation_id="hkp_add",
+    response_class=PlainTextResponse,
+    summary="Upload one or more keys (form field keytext)",
+    responses={
+        200: {"description": "Stored.", "content": {"text/plain": {}}},
+        400: {"description": "No keytext field.", "content": {"text/plain": {}}},
+        413: {"description": "Too large.", "content": {"text/plain": {}}},
+        422: {"description": "Not an acceptable key.", "content": {"text/plain": {}}},
+    },
+)
+def add(
+    request: Request, keytext: Annotated[str, Form(max_length=4 * 1024 * 1024)]
+) -> PlainTextResponse:
+    settings = request.app.state.settings
+    try:
+        result = _directory(request).upload(
+            keytext.encode("utf-8", "surrogateescape"),
+            offer_verification=settings.hkp_offer_verification,
+        )
+    except (openpgp.KeyRejected, UploadRejected) as exc:
+        return text(str(exc), 422)
+    lines = [
+        f"{'Stored' if key.changed else 'Unchanged'}: {key.fingerprint}" for key in result.keys
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n")
