@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -189,3 +190,53 @@ def test_sq_keyserver_get(server: Server, tmp_path: Path) -> None:
         assert fpr in inspected.stdout.decode()
         assert "eddie@example.org" in inspected.stdout.decode()
         assert "eddie2@example.org" not in inspected.stdout.decode()
+
+
+def _post(url: str, body: bytes, content_type: str) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode("utf-8", "replace")
+
+
+def test_hostile_add_bodies_get_4xx_sentences_and_store_nothing(server: Server) -> None:
+    armored = read_data("rsa_multi_uid.asc")
+    form = "application/x-www-form-urlencoded"
+    cases = [
+        (b"keytext=" + urllib.parse.quote_from_bytes(armored[: len(armored) // 2]).encode(), form),
+        (b"keytext=" + urllib.parse.quote_from_bytes(bytes(range(256)) * 4).encode(), form),
+        (b"keytext=" + urllib.parse.quote_from_bytes(read_data("ed25519.sec.asc")).encode(), form),
+        (
+            b"keytext=" + urllib.parse.quote_from_bytes(read_data("ed25519.pub.bin")[:-7]).encode(),
+            form,
+        ),
+        (b"keytext", form),
+        (b"%%%&&&=", form),
+        (bytes(range(256)), form),
+        (
+            b'--x\r\nContent-Disposition: form-data; name="keytext"\r\n\r\nabc',
+            "multipart/form-data; boundary=x",
+        ),
+        (b"{}", "application/json"),
+    ]
+    for body, content_type in cases:
+        status, text = _post(f"{server.url}/pks/add", body, content_type)
+        assert 400 <= status < 500, (body[:40], status, text)
+        assert len(text.strip()) > 10, (body[:40], text)
+    for name in ("rsa_multi_uid.asc", "ed25519.asc"):
+        status, _ = _get(f"{server.url}/pks/lookup?op=get&search=0x{MANIFEST[name][0]}")
+        assert status == 404
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
