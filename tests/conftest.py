@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from service.db.migrate import upgrade
 from service.db.models import Base
 from service.db.session import make_engine, make_sessionmaker
 from service.settings import Settings
+from tests.gpgutil import gnupg_home
 from tests.mailutil import SmtpServer
 
 DATA = Path(__file__).parent / "data"
@@ -92,15 +92,7 @@ def gnupghome(tmp_path: Path) -> Iterator[Path]:
     """A fresh, empty GnuPG home; its agent and dirmngr are stopped afterwards."""
     if shutil.which("gpg") is None:
         pytest.skip("gpg is not installed")
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    yield home
-    subprocess.run(
-        ["gpgconf", "--kill", "all"],
-        env={**os.environ, "GNUPGHOME": str(home)},
-        check=False,
-        capture_output=True,
-    )
+    yield from gnupg_home(tmp_path / "gnupg")
 
 
 @pytest.fixture

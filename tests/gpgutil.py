@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,18 @@ class GpgKey:
     subkeys: list[str] = field(default_factory=list)
     user_ids: list[str] = field(default_factory=list)
     revoked: bool = False
+
+
+def gnupg_home(path: Path) -> Iterator[Path]:
+    """Make an empty GnuPG home; after use, stop the agent and dirmngr it started."""
+    path.mkdir(mode=0o700)
+    yield path
+    subprocess.run(
+        ["gpgconf", "--kill", "all"],
+        env={**os.environ, "GNUPGHOME": str(path)},
+        check=False,
+        capture_output=True,
+    )
 
 
 def gpg(home: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

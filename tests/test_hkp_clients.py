@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import read_data
-from tests.gpgutil import gpg, import_key, list_keys
+from tests.gpgutil import gnupg_home, gpg, import_key, list_keys
 from tests.mailutil import SmtpServer
 from tests.serverutil import running_server
 
@@ -63,26 +63,14 @@ def server(database: tuple[str, Engine], smtp: SmtpServer, tmp_path: Path) -> It
         yield Server(url, smtp)
 
 
-def home(tmp_path: Path, name: str) -> Iterator[Path]:
-    path = tmp_path / name
-    path.mkdir(mode=0o700)
-    yield path
-    subprocess.run(
-        ["gpgconf", "--kill", "all"],
-        env={**os.environ, "GNUPGHOME": str(path)},
-        check=False,
-        capture_output=True,
-    )
-
-
 @pytest.fixture
 def sender(tmp_path: Path) -> Iterator[Path]:
-    yield from home(tmp_path, "sender")
+    yield from gnupg_home(tmp_path / "sender")
 
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[Path]:
-    yield from home(tmp_path, "receiver")
+    yield from gnupg_home(tmp_path / "receiver")
 
 
 def test_gpg_send_recv_and_search(server: Server, sender: Path, receiver: Path) -> None:
@@ -108,7 +96,7 @@ def test_gpg_send_recv_and_search(server: Server, sender: Path, receiver: Path) 
 
     # By long key id of the primary key and of each subkey, into fresh homes.
     for number, key_id in enumerate([fpr[-16:], *(s[-16:] for s in subkeys)]):
-        for fresh in home(receiver.parent, f"by-id-{number}"):
+        for fresh in gnupg_home(receiver.parent / f"by-id-{number}"):
             result = gpg(fresh, "--keyserver", server.hkp, "--recv-keys", key_id)
             assert result.returncode == 0, (key_id, result.stderr.decode())
             assert [k.fingerprint for k in list_keys(fresh)] == [fpr]

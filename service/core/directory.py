@@ -398,8 +398,7 @@ class Directory:
                 continue
             if address_row.state != AddressState.UNPUBLISHED.value:
                 continue
-            last = outbox.last_created(session, address, "verify")
-            if last is not None and now - last < self.limits.mail_interval:
+            if self._mailed_recently(session, address, "verify", now):
                 continue  # rate limit: the earlier mail is still outstanding
             self._queue_verification(session, row, address_row, locales, now)
 
@@ -430,6 +429,11 @@ class Directory:
             locales=locales,
         )
         self._enqueue(session, message, now)
+
+    def _mailed_recently(self, session: Session, address: str, kind: str, now: datetime) -> bool:
+        """The per-address mail rate limit, counted from the outbox (shared by all processes)."""
+        last = outbox.last_created(session, address, kind)
+        return last is not None and now - last < self.limits.mail_interval
 
     def _enqueue(self, session: Session, message: messages.Message, now: datetime) -> None:
         outbox.enqueue(
@@ -505,8 +509,7 @@ class Directory:
         row = cert_repo.find_published_by_address(session, address)
         if row is None:
             return
-        last = outbox.last_created(session, address, "manage")
-        if last is not None and now - last < self.limits.mail_interval:
+        if self._mailed_recently(session, address, "manage", now):
             return
         lifetime = self.limits.manage_token_lifetime
         token = token_repo.issue(
