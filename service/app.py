@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from service import __version__
-from service.api import hkp, vks, web
+from service.api import hkp, vks, web, wkd
 from service.api.middleware import BodyLimit, HeadAsGet, ProtocolCORS
 from service.core.directory import Directory, Limits, Site
 from service.db.migrate import pending_revision, upgrade
@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.include_router(vks.router)
     app.include_router(hkp.router)
+    app.include_router(wkd.router)
     app.include_router(web.router)
 
     @app.exception_handler(RequestValidationError)

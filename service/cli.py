@@ -86,6 +86,29 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_wkd(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from service.api.wkd import POLICY  # noqa: PLC0415
+    from service.core.directory import Directory  # noqa: PLC0415
+    from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
+
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    domains = [d.lower() for d in args.domain] or settings.wkd_domains or None
+    files = Directory(make_sessionmaker(engine)).wkd_files(domains)
+    engine.dispose()
+    root = Path(args.directory) / ".well-known" / "openpgpkey"
+    written = {d for d, _ in files} | set(domains or ())
+    for domain in sorted(written):
+        (root / domain / "hu").mkdir(parents=True, exist_ok=True)
+        (root / domain / "policy").write_bytes(POLICY)
+    for (domain, wkd_hash), body in sorted(files.items()):
+        (root / domain / "hu" / wkd_hash).write_bytes(body)
+    print(f"keydir: wrote {len(files)} keys for {len(written)} domains under {root}")
+    return 0
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the app, built without touching any real database."""
     from service.app import create_app  # noqa: PLC0415
@@ -124,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--poll", type=float, default=5.0, help="seconds between looks")
     worker.add_argument("--log-level", default="info", help="debug, info, warning, error")
     worker.set_defaults(run=_worker)
+
+    export = commands.add_parser(
+        "export-wkd", help="write the WKD tree (advanced layout) as static files"
+    )
+    export.add_argument("directory", help="where .well-known/openpgpkey/… is written")
+    export.add_argument("--domain", action="append", default=[], help="only this domain")
+    export.set_defaults(run=_export_wkd)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=_migrate)

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
             "(`gpg --send-keys`), rate-limited like request-verify."
         ),
     )
+    wkd_domains: list[str] = Field(
+        default_factory=list,
+        description=(
+            'Domains whose WKD this server answers (JSON list, e.g. ["example.org"]). '
+            "Empty: every domain with a confirmed address."
+        ),
+    )
     dispatch_mail: bool = Field(
         default=True,
         description=(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import openpgp
+from service.core import wkd
 from service.db import certs as cert_repo
 from service.db import outbox
 from service.db import tokens as token_repo
@@ -309,6 +310,27 @@ class Directory:
         with self._sessions() as session:
             row = cert_repo.find_published_by_address(session, address)
             return None if row is None else _published(row)
+
+    def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
+        """The binary key for a WKD request, or None."""
+        with self._sessions() as session:
+            return cert_repo.find_wkd(session, domain, wkd_hash)
+
+    def wkd_files(self, domains: Sequence[str] | None = None) -> dict[tuple[str, str], bytes]:
+        """Every WKD answer, by (domain, hash): what a static export writes."""
+        files: dict[tuple[str, str], bytes] = {}
+        with self._sessions() as session:
+            # Oldest confirmation first, so that the latest one per address wins.
+            for row in cert_repo.wkd_rows(session, domains):
+                assert row.wkd_data is not None
+                for wkd_hash in (row.wkd_hash, row.wkd_hash_alt):
+                    if wkd_hash:
+                        files[(row.domain, wkd_hash)] = row.wkd_data
+        return files
+
+    def wkd_published_count(self, domain: str) -> int:
+        with self._sessions() as session:
+            return cert_repo.count_published_in_domain(session, domain)
 
     def index(self, fingerprint: str) -> IndexEntry | None:
         """The index entry of a stored key (for HKP `op=index`)."""
@@ -640,8 +662,16 @@ def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
         current = existing.get(address)
         if current is None:
             if uid.valid:
+                draft, alt = wkd.hashes_for(uid.text, address)
                 row.addresses.append(
-                    AddressRow(address=address, user_id=uid.text, state=AddressState.UNPUBLISHED)
+                    AddressRow(
+                        address=address,
+                        user_id=uid.text,
+                        state=AddressState.UNPUBLISHED,
+                        domain=wkd.domain_of(address),
+                        wkd_hash=draft,
+                        wkd_hash_alt=alt,
+                    )
                 )
         elif uid.revoked and current.state == AddressState.PUBLISHED.value:
             # The owner revoked this user ID: keep serving it, with its revocation.
@@ -651,6 +681,10 @@ def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
 
 def _render(row: CertRow, cert: openpgp.Certificate) -> None:
     """Pre-compute what lookups serve: the key with its published user IDs only."""
-    armor = cert.armored(cert_repo.published_addresses(row))
+    served = cert_repo.published_addresses(row)
+    armor = cert.armored(served)
     row.published_armor = armor
     row.published_digest = hashlib.sha256(armor.encode("ascii")).hexdigest()
+    # WKD answers carry only the user IDs of the requested address (draft section 3.1).
+    for address in row.addresses:
+        address.wkd_data = cert.published([address.address]) if address.address in served else None

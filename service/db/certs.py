@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import AddressRow, AddressState, CertKeyRow, CertRow
@@ -81,3 +81,41 @@ def published_addresses(cert: CertRow) -> list[str]:
         for a in cert.addresses
         if a.state in (AddressState.PUBLISHED.value, AddressState.REVOKED.value)
     )
+
+
+_SERVED = (AddressState.PUBLISHED.value, AddressState.REVOKED.value)
+
+
+def find_wkd(session: Session, domain: str, wkd_hash: str) -> bytes | None:
+    """The WKD body for a local-part hash in a domain (the latest confirmation wins)."""
+    query = (
+        select(AddressRow.wkd_data)
+        .where(
+            AddressRow.domain == domain,
+            or_(AddressRow.wkd_hash == wkd_hash, AddressRow.wkd_hash_alt == wkd_hash),
+            AddressRow.state.in_(_SERVED),
+            AddressRow.wkd_data.is_not(None),
+        )
+        .order_by(AddressRow.verified_at.desc(), AddressRow.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def wkd_rows(session: Session, domains: Sequence[str] | None = None) -> Sequence[AddressRow]:
+    """Every served address with its WKD body, oldest confirmation first."""
+    query = select(AddressRow).where(
+        AddressRow.state.in_(_SERVED), AddressRow.wkd_data.is_not(None)
+    )
+    if domains:
+        query = query.where(AddressRow.domain.in_(domains))
+    return session.scalars(query.order_by(AddressRow.verified_at, AddressRow.id)).all()
+
+
+def count_published_in_domain(session: Session, domain: str) -> int:
+    query = (
+        select(AddressRow.address)
+        .where(AddressRow.domain == domain, AddressRow.state == AddressState.PUBLISHED.value)
+        .distinct()
+    )
+    return len(session.scalars(query).all())

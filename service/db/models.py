@@ -120,6 +120,8 @@ class AddressRow(Base):
     __table_args__ = (
         Index("ix_addresses_address_state", "address", "state"),
         Index("uq_addresses_cert_address", "cert_fingerprint", "address", unique=True),
+        Index("ix_addresses_wkd", "domain", "wkd_hash"),
+        Index("ix_addresses_wkd_alt", "domain", "wkd_hash_alt"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -130,6 +132,12 @@ class AddressRow(Base):
     user_id: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default=AddressState.UNPUBLISHED.value)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # WKD: the address's domain, its local-part hash(es), and the binary key served for it
+    # (only this address's user IDs), present while the address is published.
+    domain: Mapped[str] = mapped_column(String(253), default="", server_default="")
+    wkd_hash: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    wkd_hash_alt: Mapped[str | None] = mapped_column(String(32))
+    wkd_data: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     cert: Mapped[CertRow] = relationship(back_populates="addresses")
 

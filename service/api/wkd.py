@@ -1,0 +1,113 @@
+"""WKD, the Web Key Directory (draft-koch-openpgp-webkey-service-22), for many domains.
+
+A domain owner points `openpgpkey.<domain>` at this server (advanced method) or lets
+`<domain>` itself reach it (direct method). Answers are the binary key carrying only the
+requested address's user IDs; failures are plain-text 404s (Thunderbird rejects HTML, and
+GnuPG caches a domain as "no WKD" when the policy file is missing).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from service.api.responses import CACHE_CONTROL
+from service.core.directory import Directory
+from service.core.wkd import HASH_PATTERN
+
+router = APIRouter(prefix="/.well-known/openpgpkey", tags=["WKD"])
+
+# An empty policy is valid (draft section 4.5); its existence is what clients check.
+POLICY = b""
+_NOT_FOUND = "No key is published here for this address.\n"
+
+
+def _directory(request: Request) -> Directory:
+    directory: Directory = request.app.state.directory
+    return directory
+
+
+def _host(request: Request) -> str:
+    host = request.headers.get("host", "").strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def _served_domain(request: Request, domain: str) -> bool:
+    allowed: list[str] = request.app.state.settings.wkd_domains
+    return not allowed or domain in allowed
+
+
+def _key(request: Request, domain: str, wkd_hash: str) -> Response:
+    domain = domain.lower().rstrip(".")
+    if not HASH_PATTERN.match(wkd_hash) or not _served_domain(request, domain):
+        return PlainTextResponse(_NOT_FOUND, status_code=404)
+    body = _directory(request).wkd(domain, wkd_hash)
+    if body is None:
+        return PlainTextResponse(_NOT_FOUND, status_code=404)
+    return Response(
+        body, media_type="application/octet-stream", headers={"Cache-Control": CACHE_CONTROL}
+    )
+
+
+def _advanced_host_ok(request: Request, domain: str) -> bool:
+    """The advanced method is answered on `openpgpkey.<domain>` (or our own name)."""
+    host = _host(request)
+    return host in (f"openpgpkey.{domain.lower()}", _directory(request).site.name)
+
+
+@router.get(
+    "/{domain}/hu/{wkd_hash}",
+    operation_id="wkd_advanced",
+    response_class=Response,
+    summary="WKD advanced method: the key for a local-part hash in a domain",
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "Binary key."},
+        404: {"content": {"text/plain": {}}, "description": "Not found."},
+    },
+)
+def advanced(request: Request, domain: str, wkd_hash: str) -> Response:
+    if not _advanced_host_ok(request, domain):
+        return PlainTextResponse(
+            f"This host name does not serve WKD for {domain}.\n", status_code=404
+        )
+    return _key(request, domain, wkd_hash)
+
+
+@router.get(
+    "/{domain}/policy",
+    operation_id="wkd_advanced_policy",
+    response_class=Response,
+    summary="WKD advanced method: the policy file of a domain",
+)
+def advanced_policy(request: Request, domain: str) -> Response:
+    if not _advanced_host_ok(request, domain) or not _served_domain(request, domain.lower()):
+        return PlainTextResponse(f"WKD is not served for {domain} here.\n", status_code=404)
+    return Response(POLICY, media_type="text/plain")
+
+
+@router.get(
+    "/hu/{wkd_hash}",
+    operation_id="wkd_direct",
+    response_class=Response,
+    summary="WKD direct method: the key for a local-part hash (domain from the Host header)",
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "Binary key."},
+        404: {"content": {"text/plain": {}}, "description": "Not found."},
+    },
+)
+def direct(request: Request, wkd_hash: str) -> Response:
+    return _key(request, _host(request), wkd_hash)
+
+
+@router.get(
+    "/policy",
+    operation_id="wkd_direct_policy",
+    response_class=Response,
+    summary="WKD direct method: the policy file",
+)
+def direct_policy(request: Request) -> Response:
+    if not _served_domain(request, _host(request)):
+        return PlainTextResponse("WKD is not served for this domain here.\n", status_code=404)
+    return Response(POLICY, media_type="text/plain")
