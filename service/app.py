@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(vks.router)
     app.include_router(hkp.router)
     app.include_router(wkd.router)
+    app.include_router(wkd.check_router)
     app.include_router(web.router)
 
     @app.exception_handler(RequestValidationError)

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
             "Empty: every domain with a confirmed address."
         ),
     )
+    wkd_check_allow_private: bool = Field(
+        default=False,
+        description=(
+            "Let /wkd/check contact openpgpkey.<domain> even when it resolves to a private "
+            "or loopback address (for tests and closed networks)."
+        ),
+    )
     dispatch_mail: bool = Field(
         default=True,
         description=(

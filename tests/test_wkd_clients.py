@@ -9,6 +9,7 @@ and `ip`; CI runs as root.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -233,7 +234,14 @@ def wkd_world(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Namespace, Pat
     namespace = Namespace(f"kd{os.getpid()}", tmp_path)
     namespace.create(ca_crt)
     log = tmp_path / "server.log"
-    env = {**os.environ, "KEYDIR_DATABASE_URL": url, "KEYDIR_DISPATCH_MAIL": "false"}
+    env = {
+        **os.environ,
+        "KEYDIR_DATABASE_URL": url,
+        "KEYDIR_DISPATCH_MAIL": "false",
+        "KEYDIR_BASE_URL": "https://keys.example.org",
+        # The namespace's names resolve to its loopback: let the domain check contact them.
+        "KEYDIR_WKD_CHECK_ALLOW_PRIVATE": "true",
+    }
     with log.open("wb") as output:
         server = subprocess.Popen(
             [
@@ -320,3 +328,22 @@ def test_sq_wkd_get_finds_only_the_confirmed_address(wkd_world: tuple[Namespace,
     hidden = namespace.exec("sq", "wkd", "get", "eddie2@example.org", env=env)
     assert hidden.returncode != 0 or b"eddie2" not in hidden.stdout
     assert b"BEGIN PGP" not in hidden.stdout
+
+
+def test_domain_check_sees_this_server_behind_the_name(wkd_world: tuple[Namespace, Path]) -> None:
+    namespace, workdir = wkd_world
+    script = (
+        "import json, ssl, sys, urllib.request\n"
+        f"context = ssl.create_default_context(cafile={str(workdir / 'ca.crt')!r})\n"
+        "url = 'https://openpgpkey.example.org/wkd/check/example.org'\n"
+        "print(urllib.request.urlopen(url, context=context, timeout=30).read().decode())\n"
+    )
+    result = namespace.exec(sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["host"] == "openpgpkey.example.org"
+    assert report["resolved"] == ["127.0.0.1"]
+    assert report["dns_ok"] and report["policy_ok"] and report["served_here"]
+    assert report["published_addresses"] == 1
+    assert report["problem"] is None
+    assert "eddie" not in result.stdout.decode()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
 
 from service.api.responses import CACHE_CONTROL
 from service.core.directory import Directory
 from service.core.wkd import HASH_PATTERN
+from service.core.wkd_check import SITE_HEADER, check_domain
+from service.openpgp import InvalidAddress, normalize_address
 
 router = APIRouter(prefix="/.well-known/openpgpkey", tags=["WKD"])
 
@@ -84,7 +87,7 @@ def advanced(request: Request, domain: str, wkd_hash: str) -> Response:
 def advanced_policy(request: Request, domain: str) -> Response:
     if not _advanced_host_ok(request, domain) or not _served_domain(request, domain.lower()):
         return PlainTextResponse(f"WKD is not served for {domain} here.\n", status_code=404)
-    return Response(POLICY, media_type="text/plain")
+    return _policy(request)
 
 
 @router.get(
@@ -110,4 +113,53 @@ def direct(request: Request, wkd_hash: str) -> Response:
 def direct_policy(request: Request) -> Response:
     if not _served_domain(request, _host(request)):
         return PlainTextResponse("WKD is not served for this domain here.\n", status_code=404)
-    return Response(POLICY, media_type="text/plain")
+    return _policy(request)
+
+
+def _policy(request: Request) -> Response:
+    # The header lets the domain check below see that a policy came from this service.
+    return Response(
+        POLICY, media_type="text/plain", headers={SITE_HEADER: _directory(request).site.name}
+    )
+
+
+class CheckResult(BaseModel):
+    domain: str
+    host: str = Field(description="The name WKD clients ask: openpgpkey.<domain>.")
+    resolved: list[str] = Field(description="Addresses the name resolves to.")
+    dns_ok: bool
+    policy_ok: bool = Field(description="The policy file was fetched over HTTPS.")
+    served_here: bool = Field(description="…and it came from this service.")
+    published_addresses: int = Field(description="Confirmed addresses in the domain.")
+    problem: str | None = Field(description="What to fix, if anything.")
+
+
+check_router = APIRouter(tags=["WKD"])
+
+
+@check_router.get(
+    "/wkd/check/{domain}",
+    operation_id="wkd_check",
+    response_model=CheckResult,
+    summary="Is WKD for a domain set up to reach this server?",
+)
+def check(request: Request, domain: str) -> CheckResult | Response:
+    try:
+        domain = normalize_address(f"x@{domain}").split("@", 1)[1]
+    except InvalidAddress:
+        return PlainTextResponse("This is not a valid domain name.\n", status_code=400)
+    directory = _directory(request)
+    settings = request.app.state.settings
+    result = check_domain(
+        domain, directory.site.name, allow_private=settings.wkd_check_allow_private
+    )
+    return CheckResult(
+        domain=result.domain,
+        host=result.host,
+        resolved=result.resolved,
+        dns_ok=result.dns_ok,
+        policy_ok=result.policy_ok,
+        served_here=result.served_here,
+        published_addresses=directory.wkd_published_count(domain),
+        problem=result.problem,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -184,3 +185,21 @@ def test_served_domains_setting(
         )
     expected = 200 if "example.org" in restricted else 404
     assert (response.status_code, policy.status_code) == (expected, expected)
+
+
+def test_domain_check_refuses_to_contact_private_addresses(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A DNS answer pointing into our own network cannot be made here without a resolver of
+    # our own; this stands in for it.
+    def fake_getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        assert host == "openpgpkey.example.org"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", 443))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    report = client.get("/wkd/check/Example.ORG").json()
+    assert report["resolved"] == ["10.1.2.3"]
+    assert report["dns_ok"] is True
+    assert report["policy_ok"] is False
+    assert "private" in report["problem"]
+    assert client.get("/wkd/check/not a domain").status_code == 400
