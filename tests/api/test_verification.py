@@ -59,6 +59,17 @@ def confirm_from_mail(client: TestClient, smtp: SmtpServer, address: str) -> str
     return token
 
 
+def mailed_verify_token(
+    client: TestClient, smtp: SmtpServer, engine: Engine, name: str, address: str
+) -> str:
+    """Upload a key, ask for a confirmation mail to ``address``, return the mailed token."""
+    body = upload(client, name)
+    request_verify(client, body["token"], address)
+    dispatcher(engine, smtp).run_once()
+    _, token = smtp.inbox.link(smtp.inbox.to(address)[-1])
+    return token
+
+
 def everything_served(client: TestClient, fpr: str, addresses: tuple[str, ...]) -> str:
     """Every response a client could get about this key, concatenated."""
     parts = [client.get(f"/vks/v1/by-fingerprint/{fpr}").text]
@@ -267,10 +278,7 @@ def test_tokens_used_twice_expired_or_for_another_purpose_change_nothing(
 def test_many_clicks_at_once_publish_once(
     mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine]
 ) -> None:
-    body = upload(mail_client, "ed25519.asc")
-    request_verify(mail_client, body["token"], "eddie@example.org")
-    dispatcher(database[1], smtp).run_once()
-    _, token = smtp.inbox.link(smtp.inbox.to("eddie@example.org")[0])
+    token = mailed_verify_token(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
     codes: list[int] = []
 
     def click() -> None:
@@ -287,10 +295,7 @@ def test_many_clicks_at_once_publish_once(
 def test_get_of_link_changes_nothing(
     mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine]
 ) -> None:
-    body = upload(mail_client, "ed25519.asc")
-    request_verify(mail_client, body["token"], "eddie@example.org")
-    dispatcher(database[1], smtp).run_once()
-    _, token = smtp.inbox.link(smtp.inbox.to("eddie@example.org")[0])
+    token = mailed_verify_token(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
     for _ in range(3):
         assert mail_client.get(f"/verify/{token}").status_code == 200
     assert mail_client.get("/vks/v1/by-email/eddie@example.org").status_code == 404
