@@ -34,6 +34,7 @@ from tests.api.test_verification import publish
 from tests.api.test_wkd import export
 from tests.mailutil import SmtpServer
 from tests.serverutil import free_port
+from tests.tlsutil import make_certificates
 
 BIN = Path(sys.executable).parent
 EDDIE = local_part_hash("eddie")
@@ -140,78 +141,6 @@ class Namespace:
         shutil.rmtree(self.etc, ignore_errors=True)
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
-    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "server.ext"
-    assert (
-        run(
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca_crt),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=keydir throwaway test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ).returncode
-        == 0
-    )
-    assert (
-        run(
-            "openssl",
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            "/CN=openpgpkey.example.org",
-        ).returncode
-        == 0
-    )
-    ext.write_text(
-        "subjectAltName=DNS:openpgpkey.example.org,DNS:example.org\n"
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        "keyUsage=digitalSignature,keyEncipherment\n"
-    )
-    assert (
-        run(
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_crt),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-out",
-            str(crt),
-            "-days",
-            "2",
-            "-extfile",
-            str(ext),
-        ).returncode
-        == 0
-    )
-    return ca_crt, key, crt
-
-
 @pytest.fixture
 def wkd_world(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Namespace, Path]]:
     """A published address (eddie@example.org; eddie2@ on the same key stays unconfirmed)
@@ -230,7 +159,7 @@ def wkd_world(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Namespace, Pat
         publish(client, smtp, engine, "ed25519.asc", "eddie@example.org")
     engine.dispose()
 
-    ca_crt, key, crt = make_certificates(tmp_path)
+    ca_crt, key, crt = make_certificates(tmp_path, "openpgpkey.example.org", "example.org")
     namespace = Namespace(f"kd{os.getpid()}", tmp_path)
     namespace.create(ca_crt)
     log = tmp_path / "server.log"

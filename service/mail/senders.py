@@ -48,13 +48,16 @@ class SmtpSender:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.tls = host, port, tls
         self.username, self.password, self.timeout = username, password, timeout
+        self.ssl_context = ssl_context
 
     def send(self, message: EmailMessage) -> None:
         try:
-            context = ssl.create_default_context()
+            # The server's certificate is checked against the system's trust store.
+            context = self.ssl_context or ssl.create_default_context()
             client: smtplib.SMTP
             if self.tls == SmtpTls.TLS:
                 client = smtplib.SMTP_SSL(
