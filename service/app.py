@@ -123,19 +123,20 @@ def create_app(settings: Settings) -> FastAPI:
             response.headers.update(exc.headers)
         return response
 
+    @app.exception_handler(web.CsrfFailed)
+    async def _csrf_failed(request: Request, exc: web.CsrfFailed) -> Response:
+        return web.error_page(
+            request,
+            403,
+            "Form expired",
+            "This form expired or was sent from another site. Go back, reload the page and "
+            "try again.",
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(request, 500, "Something went wrong on our side; it has been logged.")
-
-    @app.get("/", include_in_schema=False)
-    def index() -> PlainTextResponse:
-        return PlainTextResponse(
-            "keydir: a verifying OpenPGP key directory.\n"
-            "VKS API: /vks/v1/by-fingerprint/<FPR>, /vks/v1/by-keyid/<KEYID>, "
-            "/vks/v1/by-email/<ADDRESS>, POST /vks/v1/upload\n"
-            "API description: /api/openapi.json\n"
-        )
 
     return app
 

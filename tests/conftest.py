@@ -117,5 +117,6 @@ def mail_settings(database: tuple[str, Engine], smtp: SmtpServer) -> Settings:
 
 @pytest.fixture
 def mail_client(mail_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(build(mail_settings)) as test_client:
+    # Served at its public https name, so the Secure CSRF cookie travels as in a browser.
+    with TestClient(build(mail_settings), base_url=mail_settings.base_url) as test_client:
         yield test_client

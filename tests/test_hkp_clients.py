@@ -21,6 +21,7 @@ from tests.conftest import read_data
 from tests.gpgutil import gnupg_home, gpg, import_key, list_keys
 from tests.mailutil import SmtpServer
 from tests.serverutil import running_server
+from tests.webutil import post_form
 
 pytestmark = [pytest.mark.gpg, pytest.mark.skipif(shutil.which("gpg") is None, reason="no gpg")]
 MANIFEST: dict[str, list[str]] = json.loads(read_data("keys.json"))
@@ -44,8 +45,7 @@ class Server:
         assert messages, f"no mail to {address}"
         kind, token = self.smtp.inbox.link(messages[-1])
         assert kind == "verify"
-        request = urllib.request.Request(f"{self.url}/verify/{token}", method="POST")
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with post_form(self.url, f"/verify/{token}", f"/verify/{token}") as response:
             assert response.status == 200
 
 
@@ -58,7 +58,6 @@ def server(database: tuple[str, Engine], smtp: SmtpServer, tmp_path: Path) -> It
         KEYDIR_AUTO_MIGRATE="false",
         KEYDIR_SMTP_HOST="127.0.0.1",
         KEYDIR_SMTP_PORT=str(smtp.port),
-        KEYDIR_BASE_URL="https://keys.example.org",
     ) as url:
         yield Server(url, smtp)
 

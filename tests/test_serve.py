@@ -17,6 +17,7 @@ from sqlalchemy import text
 from service.db.session import make_engine
 from tests.conftest import POSTGRES_URL
 from tests.serverutil import KEYDIR, free_port, running_server
+from tests.webutil import post_form
 
 
 @pytest.fixture
@@ -113,9 +114,7 @@ def test_without_smtp_the_mail_and_its_link_appear_on_the_console(
     link = next(w for w in printed.split() if "/verify/" in w)
     assert link.startswith("http://localhost:8080/verify/")
     token = link.rsplit("/", 1)[1]
-    with urllib.request.urlopen(
-        urllib.request.Request(f"{server}/verify/{token}", method="POST"), timeout=30
-    ) as response:
+    with post_form(server, f"/verify/{token}", f"/verify/{token}") as response:
         assert response.status == 200
     with urllib.request.urlopen(f"{server}/vks/v1/by-email/eddie@example.org", timeout=30) as found:
         assert found.status == 200

@@ -1,24 +1,49 @@
-"""The pages a person reaches from our mails: confirm an address, manage a key.
+"""The pages people use: search, key, upload, confirm, manage, about, privacy.
 
-A GET only shows a page (mail scanners open links); the POST from that page acts.
+Every page is server-rendered and works without JavaScript. A GET never changes anything
+(mail scanners open links); every form that changes something is a POST carrying a CSRF
+token that must match a SameSite=Strict cookie (double submit).
 """
 
 from __future__ import annotations
 
+import gettext
+import hmac
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
-from service.core.directory import Directory, TokenState, VerifyRejected
+from service import openpgp
+from service.core import queries
+from service.core.directory import (
+    AddressState,
+    Directory,
+    PublishedKey,
+    TokenState,
+    UploadRejected,
+    VerifyRejected,
+)
 
 router = APIRouter(include_in_schema=False)
 HERE = Path(__file__).parent
+LOCALES = HERE.parent / "locale"
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.add_extension("jinja2.ext.i18n")
+# English is the source language; catalogues in service/locale/<lang>/LC_MESSAGES/keydir.mo
+# are picked up here once they exist.
+templates.env.install_gettext_translations(  # type: ignore[attr-defined]
+    gettext.translation("keydir", localedir=LOCALES, languages=["en"], fallback=True),
+    newstyle=True,
+)
 
-# Pages load nothing from elsewhere and may not be framed.
+CSRF_COOKIE = "keydir_csrf"
+# Pages load nothing from elsewhere, run no script and may not be framed.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -36,6 +61,31 @@ _STATUS = {
     TokenState.REVOKED: 409,
     TokenState.UNKNOWN: 404,
 }
+STATE_NAMES = {
+    AddressState.UNPUBLISHED: "not published",
+    AddressState.PENDING: "confirmation mail sent",
+    AddressState.PUBLISHED: "published",
+    AddressState.REVOKED: "revoked",
+}
+ALGORITHMS = {
+    1: "RSA",
+    3: "RSA",
+    16: "ElGamal",
+    17: "DSA",
+    18: "ECDH",
+    19: "ECDSA",
+    22: "EdDSA",
+    25: "X25519",
+    26: "X448",
+    27: "Ed25519",
+    28: "Ed448",
+    30: "ML-DSA-65+Ed25519",
+    31: "ML-DSA-87+Ed448",
+}
+
+
+class CsrfFailed(Exception):
+    """A state-changing form arrived without a matching token."""
 
 
 def _directory(request: Request) -> Directory:
@@ -43,12 +93,49 @@ def _directory(request: Request) -> Directory:
     return directory
 
 
-def _page(request: Request, name: str, status: int = 200, **context: object) -> Response:
+def _csrf_token(request: Request) -> str:
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if len(token) < 32:
+        token = request.state.__dict__.setdefault("new_csrf", secrets.token_urlsafe(32))
+    return token
+
+
+def check_csrf(request: Request, submitted: str) -> None:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie.encode(), submitted.encode()):
+        raise CsrfFailed
+
+
+def _page(request: Request, name: str, code: int = 200, /, **context: object) -> Response:
+    directory = _directory(request)
+    csrf = _csrf_token(request)
     response = templates.TemplateResponse(
-        request, name, {"site": _directory(request).site.name, **context}, status_code=status
+        request,
+        name,
+        {
+            "site": directory.site.name,
+            "hkp": "hkps://" + directory.site.name
+            if directory.site.base_url.startswith("https")
+            else directory.site.base_url.replace("http://", "hkp://"),
+            "csrf": csrf,
+            **context,
+        },
+        status_code=code,
     )
     response.headers.update(SECURITY_HEADERS)
+    if request.cookies.get(CSRF_COOKIE) != csrf:
+        response.set_cookie(
+            CSRF_COOKIE,
+            csrf,
+            httponly=True,
+            samesite="strict",
+            secure=directory.site.base_url.startswith("https"),
+        )
     return response
+
+
+def error_page(request: Request, status: int, heading: str, message: str) -> Response:
+    return _page(request, "error.html", status, heading=heading, message=message)
 
 
 @router.get("/static/keydir.css")
@@ -57,6 +144,115 @@ def stylesheet() -> FileResponse:
         HERE / "static" / "keydir.css",
         media_type="text/css",
         headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    return _page(request, "home.html", query=None, error=None)
+
+
+@router.get("/search")
+def search(request: Request, q: str = "") -> Response:
+    directory = _directory(request)
+    try:
+        query = queries.parse_search(q)
+    except queries.BadQuery as exc:
+        return _page(request, "home.html", 400, query=q, error=str(exc))
+    key: PublishedKey | None
+    if query.kind == "fingerprint":
+        key = directory.by_fingerprint(query.value)
+    elif query.kind == "key_id":
+        key = directory.by_key_id(query.value)
+    else:
+        key = directory.by_address(query.value)
+    entry = directory.index(key.fingerprint) if key else None
+    if entry is None:
+        # The same sentence whether or not the address is on some unconfirmed key.
+        return _page(request, "home.html", 404, query=q, error="No key found.")
+    algorithm = ALGORITHMS.get(entry.algorithm, f"algorithm {entry.algorithm}")
+    if entry.bits:
+        algorithm += f", {entry.bits} bits"
+    expired = entry.expires is not None and entry.expires <= datetime.now(UTC)
+    return _page(request, "key.html", entry=entry, algorithm=algorithm, expired=expired)
+
+
+@router.get("/about")
+def about(request: Request) -> Response:
+    return _page(request, "about.html")
+
+
+@router.get("/privacy")
+def privacy(request: Request) -> Response:
+    limits = _directory(request).limits
+    return _page(
+        request,
+        "privacy.html",
+        verify_days=limits.verify_token_lifetime.days,
+        manage_hours=int(limits.manage_token_lifetime.total_seconds() // 3600),
+        upload_hours=int(limits.upload_token_lifetime.total_seconds() // 3600),
+    )
+
+
+@router.get("/upload")
+def upload_form(request: Request) -> Response:
+    return _page(request, "upload.html", error=None)
+
+
+@router.post("/upload")
+async def upload_submit(
+    request: Request,
+    csrf: Annotated[str, Form(max_length=100)] = "",
+    keytext: Annotated[str, Form(max_length=4 * 1024 * 1024)] = "",
+    keyfile: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    check_csrf(request, csrf)
+    data = keytext.encode("utf-8", "surrogateescape")
+    if keyfile is not None and keyfile.filename:
+        data = await keyfile.read()
+    if not data.strip():
+        return _page(request, "upload.html", 400, error="Choose a key file or paste a key.")
+    try:
+        result = await run_in_threadpool(_directory(request).upload, data, single=True)
+    except (openpgp.KeyRejected, UploadRejected) as exc:
+        return _page(request, "upload.html", 400, error=str(exc))
+    key = result.keys[0]
+    return _page(
+        request,
+        "uploaded.html",
+        fingerprint=key.fingerprint,
+        addresses=key.status,
+        token=result.token,
+        state_names=STATE_NAMES,
+        notice=None,
+    )
+
+
+@router.post("/upload/verify")
+def upload_verify(
+    request: Request,
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
+    token: Annotated[str, Form(max_length=200)],
+    address: Annotated[str, Form(max_length=320)],
+) -> Response:
+    check_csrf(request, csrf)
+    locales = [
+        part.split(";")[0].strip()
+        for part in request.headers.get("accept-language", "").split(",")[:5]
+    ]
+    try:
+        key = _directory(request).request_verify(token, [address], locales)
+    except VerifyRejected as exc:
+        return error_page(request, 400, "Cannot send the mail", str(exc))
+    return _page(
+        request,
+        "uploaded.html",
+        fingerprint=key.fingerprint,
+        addresses=key.status,
+        token=token,
+        state_names=STATE_NAMES,
+        notice=f"If {address} can receive mail, a confirmation link is on its way to it.",
     )
 
 
@@ -75,7 +271,10 @@ def verify_page(request: Request, token: str) -> Response:
 
 
 @router.post("/verify/{token}")
-def verify_submit(request: Request, token: str) -> Response:
+def verify_submit(
+    request: Request, token: str, csrf: Annotated[str, Form(max_length=100)] = ""
+) -> Response:
+    check_csrf(request, csrf)
     done = _directory(request).confirm(token)
     state = "confirmed" if done.state == TokenState.VALID else done.state.value
     return _page(
@@ -95,7 +294,13 @@ def manage_form(request: Request) -> Response:
 
 
 @router.post("/manage")
-def manage_request(request: Request, address: Annotated[str, Form(max_length=320)]) -> Response:
+def manage_request(
+    request: Request,
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
+    address: Annotated[str, Form(max_length=320)],
+) -> Response:
+    check_csrf(request, csrf)
     locales = [
         part.split(";")[0].strip()
         for part in request.headers.get("accept-language", "").split(",")[:5]
@@ -126,9 +331,12 @@ def manage_page(request: Request, token: str) -> Response:
 def manage_unpublish(
     request: Request,
     token: str,
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
     fingerprint: Annotated[str, Form(max_length=64)],
     address: Annotated[str, Form(max_length=320)],
 ) -> Response:
+    check_csrf(request, csrf)
     view = _directory(request).unpublish(token, fingerprint, address)
     if view.state != TokenState.VALID:
         return _manage_page(request, token, view.state)
@@ -137,8 +345,13 @@ def manage_unpublish(
 
 @router.post("/manage/{token}/delete")
 def manage_delete(
-    request: Request, token: str, fingerprint: Annotated[str, Form(max_length=64)]
+    request: Request,
+    token: str,
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
+    fingerprint: Annotated[str, Form(max_length=64)],
 ) -> Response:
+    check_csrf(request, csrf)
     view = _directory(request).delete_identity(token, fingerprint)
     if view.state != TokenState.VALID:
         return _manage_page(request, token, view.state)

@@ -18,6 +18,7 @@ from service.openpgp.armor import dearmor
 from tests.conftest import read_data
 from tests.gpgutil import import_key
 from tests.mailutil import SmtpServer
+from tests.webutil import form
 
 RITA = ("rita@example.org", "rita.work@example.com", "rita@example.net")
 
@@ -53,7 +54,7 @@ def confirm_from_mail(client: TestClient, smtp: SmtpServer, address: str) -> str
     assert page.status_code == 200
     assert address in page.text
     assert f'action="/verify/{token}"' in page.text
-    done = client.post(f"/verify/{token}")
+    done = client.post(f"/verify/{token}", data=form(client))
     assert done.status_code == 200
     assert "confirmed" in done.text
     return token
@@ -252,7 +253,7 @@ def test_tokens_used_twice_expired_or_for_another_purpose_change_nothing(
     used = confirm_from_mail(mail_client, smtp, RITA[0])
     before = mail_client.get(f"/vks/v1/by-fingerprint/{fpr}").text
 
-    again = mail_client.post(f"/verify/{used}")
+    again = mail_client.post(f"/verify/{used}", data=form(mail_client))
     assert again.status_code == 409
     assert "already been used" in again.text
 
@@ -263,13 +264,13 @@ def test_tokens_used_twice_expired_or_for_another_purpose_change_nothing(
             .where(TokenRow.address == RITA[1])
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
-    expired = mail_client.post(f"/verify/{expiring}")
+    expired = mail_client.post(f"/verify/{expiring}", data=form(mail_client))
     assert expired.status_code == 410
     assert "expired" in expired.text
 
     # The upload token is not a verification token.
-    assert mail_client.post(f"/verify/{body['token']}").status_code == 404
-    assert mail_client.post("/verify/not-a-token").status_code == 404
+    assert mail_client.post(f"/verify/{body['token']}", data=form(mail_client)).status_code == 404
+    assert mail_client.post("/verify/not-a-token", data=form(mail_client)).status_code == 404
 
     assert mail_client.get(f"/vks/v1/by-fingerprint/{fpr}").text == before
     assert mail_client.get(f"/vks/v1/by-email/{RITA[1]}").status_code == 404
@@ -280,9 +281,10 @@ def test_many_clicks_at_once_publish_once(
 ) -> None:
     token = mailed_verify_token(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
     codes: list[int] = []
+    fields = form(mail_client)
 
     def click() -> None:
-        codes.append(mail_client.post(f"/verify/{token}").status_code)
+        codes.append(mail_client.post(f"/verify/{token}", data=fields).status_code)
 
     threads = [threading.Thread(target=click) for _ in range(6)]
     for thread in threads:
@@ -362,8 +364,8 @@ def test_manage_unpublish_hides_the_address_at_once(
     mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine]
 ) -> None:
     fpr = publish(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
-    asked = mail_client.post("/manage", data={"address": "Eddie@Example.org"})
-    unknown = mail_client.post("/manage", data={"address": "nobody@example.org"})
+    asked = mail_client.post("/manage", data=form(mail_client, address="Eddie@Example.org"))
+    unknown = mail_client.post("/manage", data=form(mail_client, address="nobody@example.org"))
     assert asked.status_code == unknown.status_code == 200
     # The page never tells whether an address is known.
     assert asked.text.replace("Eddie@Example.org", "X") == unknown.text.replace(
@@ -381,12 +383,13 @@ def test_manage_unpublish_hides_the_address_at_once(
     assert "eddie2@example.org" not in page.text
     elsewhere = mail_client.post(
         f"/manage/{token}/unpublish",
-        data={"fingerprint": "AB" * 20, "address": "eddie@example.org"},
+        data=form(mail_client, fingerprint="AB" * 20, address="eddie@example.org"),
     )
     assert elsewhere.status_code == 200
     assert mail_client.get("/vks/v1/by-email/eddie@example.org").status_code == 200
     done = mail_client.post(
-        f"/manage/{token}/unpublish", data={"fingerprint": fpr, "address": "eddie@example.org"}
+        f"/manage/{token}/unpublish",
+        data=form(mail_client, fingerprint=fpr, address="eddie@example.org"),
     )
     assert done.status_code == 200  # after the redirect back to the manage page
     assert mail_client.get("/vks/v1/by-email/eddie@example.org").status_code == 404
@@ -399,10 +402,15 @@ def test_manage_delete_identity_removes_every_user_id(
     mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine]
 ) -> None:
     fpr = publish(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
-    mail_client.post("/manage", data={"address": "eddie@example.org"})
+    mail_client.post("/manage", data=form(mail_client, address="eddie@example.org"))
     dispatcher(database[1], smtp).run_once()
     _, token = smtp.inbox.link(smtp.inbox.to("eddie@example.org")[-1])
-    assert mail_client.post(f"/manage/{token}/delete", data={"fingerprint": fpr}).status_code == 200
+    assert (
+        mail_client.post(
+            f"/manage/{token}/delete", data=form(mail_client, fingerprint=fpr)
+        ).status_code
+        == 200
+    )
     assert mail_client.get("/vks/v1/by-email/eddie@example.org").status_code == 404
     served = mail_client.get(f"/vks/v1/by-fingerprint/{fpr}")
     assert served.status_code == 200

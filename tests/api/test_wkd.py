@@ -18,6 +18,7 @@ from service.settings import Settings
 from tests.api.test_verification import dispatcher, publish, upload
 from tests.mailutil import SmtpServer
 from tests.serverutil import KEYDIR
+from tests.webutil import form
 
 EDDIE = local_part_hash("eddie")
 EDDIE2 = local_part_hash("eddie2")
@@ -124,12 +125,13 @@ def test_unpublish_removes_the_wkd_answer(
     publish(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
     path = f"/.well-known/openpgpkey/example.org/hu/{EDDIE}"
     assert mail_client.get(path, headers={"host": ADVANCED}).status_code == 200
-    mail_client.post("/manage", data={"address": "eddie@example.org"})
+    mail_client.post("/manage", data=form(mail_client, address="eddie@example.org"))
     dispatcher(database[1], smtp).run_once()
     _, token = smtp.inbox.link(smtp.inbox.to("eddie@example.org")[-1])
     fpr = upload(mail_client, "ed25519.asc")["key_fpr"]
     mail_client.post(
-        f"/manage/{token}/unpublish", data={"fingerprint": fpr, "address": "eddie@example.org"}
+        f"/manage/{token}/unpublish",
+        data=form(mail_client, fingerprint=fpr, address="eddie@example.org"),
     )
     assert mail_client.get(path, headers={"host": ADVANCED}).status_code == 404
 
