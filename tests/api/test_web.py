@@ -1,0 +1,166 @@
+"""The pages, over HTTP on both databases: content, errors, CSRF and security headers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+
+from service.db.models import CertRow, OutboxRow
+from tests.api.test_verification import publish
+from tests.conftest import read_data
+from tests.mailutil import SmtpServer
+from tests.webutil import form
+
+PAGES = ["/", "/upload", "/manage", "/about", "/privacy", "/search?q=nobody%40example.org"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_carry_security_headers_and_load_nothing_external(
+    mail_client: TestClient, path: str
+) -> None:
+    response = mail_client.get(path)
+    assert response.status_code in (200, 404)
+    assert response.headers["content-type"].startswith("text/html")
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert '<html lang="en">' in response.text
+    assert "<script" not in response.text
+    for url in re.findall(r'(?:href|src|action)="([^"]+)"', response.text):
+        assert url.startswith(("/", "#")), url
+    assert "<h1>" in response.text
+
+
+def test_every_input_has_a_label(mail_client: TestClient) -> None:
+    for path in ("/", "/upload", "/manage"):
+        page = mail_client.get(path).text
+        ids = re.findall(r'<(?:input|textarea)[^>]* id="([^"]+)"', page)
+        assert ids
+        for field_id in ids:
+            assert f'<label for="{field_id}">' in page, (path, field_id)
+
+
+def test_search_finds_confirmed_address_and_shows_the_key(
+    mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine]
+) -> None:
+    fpr = publish(mail_client, smtp, database[1], "rsa_multi_uid.asc", "rita@example.org")
+    for query in ("rita@example.org", fpr, f"0x{fpr[-16:]}"):
+        page = mail_client.get("/search", params={"q": query})
+        assert page.status_code == 200, query
+        assert fpr in page.text
+        assert "RSA, 3072 bits" in page.text
+        assert "Rita Rsa &lt;rita@example.org&gt;" in page.text
+        assert "rita@example.net" not in page.text  # unconfirmed
+        assert f'href="/vks/v1/by-fingerprint/{fpr}"' in page.text
+    hidden = mail_client.get("/search", params={"q": "rita@example.net"})
+    unknown = mail_client.get("/search", params={"q": "nobody@example.net"})
+    assert hidden.status_code == unknown.status_code == 404
+    assert hidden.text.replace("rita@example.net", "X") == unknown.text.replace(
+        "nobody@example.net", "X"
+    )
+
+
+def test_search_refuses_names_and_short_ids_with_a_sentence(mail_client: TestClient) -> None:
+    by_name = mail_client.get("/search", params={"q": "Rita Rsa"})
+    assert by_name.status_code == 400
+    assert "not offered" in by_name.text
+    short = mail_client.get("/search", params={"q": "0x12345678"})
+    assert short.status_code == 400
+    assert "Short" in short.text
+
+
+def test_upload_by_file_then_ask_for_a_mail(
+    mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine]
+) -> None:
+    mail_client.get("/upload")
+    page = mail_client.post(
+        "/upload",
+        data=form(mail_client),
+        files={"keyfile": ("key.asc", read_data("rsa_multi_uid.asc"), "application/pgp-keys")},
+    )
+    assert page.status_code == 200
+    for address in ("rita@example.org", "rita.work@example.com", "rita@example.net"):
+        assert address in page.text
+    token = re.search(r'name="token" value="([^"]+)"', page.text)
+    assert token is not None
+    asked = mail_client.post(
+        "/upload/verify",
+        data=form(mail_client, token=token.group(1), address="rita@example.net"),
+    )
+    assert asked.status_code == 200
+    assert "confirmation mail sent" in asked.text
+    with database[1].connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(OutboxRow)) == 1
+
+
+def test_upload_by_paste_and_binary_file(mail_client: TestClient) -> None:
+    pasted = mail_client.post(
+        "/upload", data=form(mail_client, keytext=read_data("ed25519.asc").decode())
+    )
+    assert pasted.status_code == 200
+    assert "eddie@example.org" in pasted.text
+    binary = mail_client.post(
+        "/upload",
+        data=form(mail_client),
+        files={"keyfile": ("key.gpg", read_data("ed25519.pub.bin"), "application/octet-stream")},
+    )
+    assert binary.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "sentence"),
+    [
+        (read_data("ed25519.sec.asc"), "secret"),
+        (b"%PDF-1.4 not a key at all", "not an OpenPGP key"),
+        (b"", "Choose a key file"),
+    ],
+)
+def test_upload_errors_are_pages_with_a_sentence(
+    mail_client: TestClient, database: tuple[str, Engine], content: bytes, sentence: str
+) -> None:
+    page = mail_client.post(
+        "/upload", data=form(mail_client), files={"keyfile": ("x.asc", content, "text/plain")}
+    )
+    assert page.status_code == 400
+    assert page.headers["content-type"].startswith("text/html")
+    assert sentence in page.text
+    with database[1].connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(CertRow)) == 0
+
+
+@pytest.mark.parametrize("csrf", [None, "", "x" * 43])
+def test_forms_without_the_right_csrf_token_are_refused(
+    mail_client: TestClient, database: tuple[str, Engine], csrf: str | None
+) -> None:
+    mail_client.get("/")  # the cookie exists; the form field is missing or wrong
+    data = {"keytext": read_data("ed25519.asc").decode()}
+    if csrf is not None:
+        data["csrf"] = csrf
+    page = mail_client.post("/upload", data=data)
+    assert page.status_code == 403
+    assert "expired or was sent from another site" in page.text
+    manage = mail_client.post(
+        "/manage", data={"address": "a@example.org", **({"csrf": csrf} if csrf is not None else {})}
+    )
+    assert manage.status_code == 403
+    with database[1].connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(CertRow)) == 0
+
+
+def test_csrf_cookie_is_strict_and_http_only(mail_client: TestClient) -> None:
+    cookie = mail_client.get("/upload").headers["set-cookie"]
+    assert "keydir_csrf=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+    assert "Secure" in cookie  # the public URL is https
+
+
+def test_privacy_page_states_lifetimes(mail_client: TestClient) -> None:
+    page = mail_client.get("/privacy").text
+    assert "7 days" in page
+    assert "24 hours" in page
