@@ -38,9 +38,9 @@ def wait_until_up(process: subprocess.Popen[bytes], port: int, log: Path) -> Non
 
 
 @contextmanager
-def running_server(workdir: Path, log: Path, **env: str) -> Iterator[str]:
+def running_server(workdir: Path, log: Path, port: int | None = None, **env: str) -> Iterator[str]:
     """Start `keydir serve` with extra KEYDIR_ settings; yield its base URL."""
-    port = free_port()
+    port = port or free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
             [KEYDIR, "serve", "--port", str(port)],

@@ -65,3 +65,24 @@ def test_openapi_file_matches_code() -> None:
     assert committed == openapi_document(), (
         "openapi/openapi.json is stale: run `keydir openapi -o openapi/openapi.json`"
     )
+
+
+def test_translation_catalogue_is_current(tmp_path: Path) -> None:
+    """service/locale/keydir.pot holds every translatable string of the templates."""
+    fresh = tmp_path / "keydir.pot"
+    result = _run(
+        str(BIN / "pybabel"),
+        "extract",
+        "-F",
+        "babel.cfg",
+        "--no-location",
+        "--omit-header",
+        "-o",
+        str(fresh),
+        "service",
+    )
+    assert result.returncode == 0, result.stderr
+    committed = (ROOT / "service" / "locale" / "keydir.pot").read_text()
+    assert fresh.read_text() == committed, (
+        "service/locale/keydir.pot is stale: run the pybabel command in babel.cfg"
+    )
