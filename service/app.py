@@ -23,6 +23,7 @@ from service.db.migrate import pending_revision, upgrade
 from service.db.session import make_engine, make_sessionmaker
 from service.mail.dispatcher import Dispatcher
 from service.mail.senders import sender_from_settings
+from service.openpgp import KeyLimits
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ def limits_from_settings(settings: Settings) -> Limits:
     return Limits(
         max_keys_per_upload=settings.max_keys_per_upload,
         max_packets_per_key=settings.max_packets_per_key,
+        key=KeyLimits(
+            max_user_ids=settings.max_user_ids_per_key,
+            max_subkeys=settings.max_subkeys_per_key,
+            max_user_id_bytes=settings.max_user_id_bytes,
+        ),
         upload_token_lifetime=timedelta(hours=settings.upload_token_hours),
         verify_token_lifetime=timedelta(days=settings.verify_token_days),
         manage_token_lifetime=timedelta(hours=settings.manage_token_hours),

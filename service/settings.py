@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     max_packets_per_key: int = Field(
         default=50_000, description="Most OpenPGP packets read from one upload."
     )
+    max_user_ids_per_key: int = Field(
+        default=100, description="Most user IDs one key may carry (its own, verified ones)."
+    )
+    max_subkeys_per_key: int = Field(
+        default=100, description="Most subkeys one key may carry (bound by the key itself)."
+    )
+    max_user_id_bytes: int = Field(default=1024, description="Longest accepted user ID.")
     upload_token_hours: int = Field(
         default=48, description="How long an upload token (for request-verify) works."
     )

@@ -50,6 +50,7 @@ T = TypeVar("T")
 class Limits:
     max_keys_per_upload: int = 100
     max_packets_per_key: int = 50_000
+    key: openpgp.KeyLimits = field(default_factory=openpgp.KeyLimits)
     upload_token_lifetime: timedelta = timedelta(days=2)
     # Long enough for a person who reads mail tomorrow, or after a weekend.
     verify_token_lifetime: timedelta = timedelta(days=7)
@@ -206,6 +207,7 @@ class Directory:
             data,
             max_keys=self.limits.max_keys_per_upload,
             max_packets=self.limits.max_packets_per_key,
+            limits=self.limits.key,
         )
         if single and len(parsed.certificates) > 1:
             raise UploadRejected("The upload holds several keys; upload one key at a time here.")
@@ -256,6 +258,8 @@ class Directory:
             stored = openpgp.load(row.full_data)
             merged = openpgp.merge(stored, cert)
             changed = merged.data != stored.data
+            if changed:
+                openpgp.enforce_limits(merged, self.limits.key)
         if changed:
             _write(row, merged, now)
         return UploadedKey(cert.fingerprint, _status(session, row, now), changed, new)

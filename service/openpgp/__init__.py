@@ -7,10 +7,12 @@ from service.openpgp.addresses import InvalidAddress, address_of_user_id, normal
 from service.openpgp.armor import armor_public_key
 from service.openpgp.cert import (
     Certificate,
+    KeyLimits,
     ParsedUpload,
     Subkey,
     UserId,
     attach_signatures,
+    enforce_limits,
     load,
     merge,
     read_upload,
@@ -19,6 +21,7 @@ from service.openpgp.cert import (
 from service.openpgp.errors import (
     InvalidArmor,
     KeyRejected,
+    KeyTooLarge,
     MalformedKey,
     NotAPublicKey,
     NoValidSelfSignature,
@@ -32,7 +35,9 @@ __all__ = [
     "Certificate",
     "InvalidAddress",
     "InvalidArmor",
+    "KeyLimits",
     "KeyRejected",
+    "KeyTooLarge",
     "MalformedKey",
     "NoValidSelfSignature",
     "NotAPublicKey",
@@ -46,6 +51,7 @@ __all__ = [
     "address_of_user_id",
     "armor_public_key",
     "attach_signatures",
+    "enforce_limits",
     "load",
     "merge",
     "normalize_address",

@@ -22,6 +22,7 @@ from service.openpgp import armor
 from service.openpgp.addresses import address_of_user_id
 from service.openpgp.errors import (
     KeyRejected,
+    KeyTooLarge,
     MalformedKey,
     NotAPublicKey,
     NoValidSelfSignature,
@@ -135,6 +136,36 @@ class Certificate:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """How much of one key is accepted. Only the key's own verified material counts:
+    what others attach (certifications, foreign subkeys) is dropped before counting, so
+    nobody but the key's owner can push a key over these limits."""
+
+    max_user_ids: int = 100
+    max_subkeys: int = 100
+    max_user_id_bytes: int = 1024
+
+
+def enforce_limits(cert: Certificate, limits: KeyLimits) -> None:
+    """Raise KeyTooLarge with a sentence when ``cert`` exceeds ``limits``."""
+    if len(cert.user_ids) > limits.max_user_ids:
+        raise KeyTooLarge(
+            f"This key has {len(cert.user_ids)} user IDs; at most {limits.max_user_ids} are "
+            "accepted. Revoke or remove the ones you no longer use."
+        )
+    if len(cert.subkeys) > limits.max_subkeys:
+        raise KeyTooLarge(
+            f"This key has {len(cert.subkeys)} subkeys; at most {limits.max_subkeys} are accepted."
+        )
+    for uid in cert.user_ids:
+        if len(uid.raw) > limits.max_user_id_bytes:
+            raise KeyTooLarge(
+                f"A user ID of this key is {len(uid.raw)} bytes long; at most "
+                f"{limits.max_user_id_bytes} are accepted."
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedUpload:
     certificates: list[Certificate]
     # Signatures that came without a key, e.g. a revocation certificate: the caller matches
@@ -160,6 +191,7 @@ def read_upload(
     *,
     max_keys: int = DEFAULT_MAX_KEYS,
     max_packets: int = DEFAULT_MAX_PACKETS,
+    limits: KeyLimits | None = None,
 ) -> ParsedUpload:
     """Parse an upload of one or more public keys (armored or binary).
 
@@ -175,6 +207,8 @@ def read_upload(
     if not raws and not loose:
         raise NotAPublicKey
     certs = [_finish(_canonicalize(raw)) for raw in raws]
+    for cert in certs:
+        enforce_limits(cert, limits or KeyLimits())
     return ParsedUpload(certs, [p.body for p in loose])
 
 

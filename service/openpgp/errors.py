@@ -60,3 +60,7 @@ class WeakSelfSignatures(NoValidSelfSignature):
 
 class TooManyKeys(KeyRejected):
     default = "The upload holds more keys than allowed at once."
+
+
+class KeyTooLarge(KeyRejected):
+    default = "This key is larger than this server accepts."
