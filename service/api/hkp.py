@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from service import openpgp
+from service.api.context import directory_of
 from service.api.responses import key_response, text
 from service.core import queries
 from service.core.directory import Directory, IndexEntry, PublishedKey, UploadRejected
@@ -24,18 +25,8 @@ router = APIRouter(prefix="/pks", tags=["HKP"])
 OPERATIONS = ("get", "index", "vindex")
 
 
-def _directory(request: Request) -> Directory:
-    directory: Directory = request.app.state.directory
-    return directory
-
-
 def _find(directory: Directory, query: queries.Query) -> PublishedKey | None:
-    if query.kind == "fingerprint":
-        key = directory.by_fingerprint(query.value)
-    elif query.kind == "key_id":
-        key = directory.by_key_id(query.value)
-    else:
-        key = directory.by_address(query.value)
+    key = directory.find(query)
     # v6 keys confuse older HKP clients: over HKP they are served only to a client that
     # asked for their 64-hex fingerprint, which only a v6-aware client knows.
     if (
@@ -86,7 +77,7 @@ def lookup(
         query = queries.parse_search(search)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
-    directory = _directory(request)
+    directory = directory_of(request)
     key = _find(directory, query)
     if key is None:
         return text("No key found.", 404)
@@ -172,7 +163,7 @@ def add(
 ) -> PlainTextResponse:
     settings = request.app.state.settings
     try:
-        result = _directory(request).upload(
+        result = directory_of(request).upload(
             keytext.encode("utf-8", "surrogateescape"),
             offer_verification=settings.hkp_offer_verification,
         )

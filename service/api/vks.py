@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from service import openpgp
+from service.api.context import directory_of
 from service.api.responses import PGP_KEYS, key_response, text
 from service.core import queries
 from service.core.directory import (
     AddressState,
-    Directory,
     PublishedKey,
     UploadRejected,
     VerifyRejected,
@@ -72,11 +72,6 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _directory(request: Request) -> Directory:
-    directory: Directory = request.app.state.directory
-    return directory
-
-
 def _answer(request: Request, key: PublishedKey | None, what: str) -> Response:
     if key is None:
         return text(f"No key found for {what}.", 404)
@@ -98,7 +93,7 @@ def by_fingerprint(
         value = queries.parse_fingerprint(fingerprint)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
-    return _answer(request, _directory(request).by_fingerprint(value), f"fingerprint {value}")
+    return _answer(request, directory_of(request).by_fingerprint(value), f"fingerprint {value}")
 
 
 @router.get(
@@ -116,7 +111,7 @@ def by_keyid(
         value = queries.parse_key_id(key_id)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
-    return _answer(request, _directory(request).by_key_id(value), f"key ID {value}")
+    return _answer(request, directory_of(request).by_key_id(value), f"key ID {value}")
 
 
 @router.get(
@@ -135,7 +130,7 @@ def by_email(
     except queries.BadQuery as exc:
         return text(str(exc), 400)
     # The 404 sentence is the same whether or not the address is on some unpublished key.
-    return _answer(request, _directory(request).by_address(value), "this address")
+    return _answer(request, directory_of(request).by_address(value), "this address")
 
 
 @router.post(
@@ -147,7 +142,7 @@ def by_email(
 )
 def upload(request: Request, body: Annotated[UploadRequest, Body()]) -> Response | UploadResponse:
     try:
-        result = _directory(request).upload(body.keytext.encode("utf-8"), single=True)
+        result = directory_of(request).upload(body.keytext.encode("utf-8"), single=True)
     except (openpgp.KeyRejected, UploadRejected) as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     key = result.keys[0]
@@ -166,7 +161,7 @@ def request_verify(
     request: Request, body: Annotated[VerifyRequest, Body()]
 ) -> Response | UploadResponse:
     try:
-        key = _directory(request).request_verify(body.token, body.addresses, body.locale)
+        key = directory_of(request).request_verify(body.token, body.addresses, body.locale)
     except VerifyRejected as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     return UploadResponse(token=body.token, key_fpr=key.fingerprint, status=key.status)

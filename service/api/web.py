@@ -20,11 +20,10 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from service import openpgp
+from service.api.context import directory_of
 from service.core import queries
 from service.core.directory import (
     AddressState,
-    Directory,
-    PublishedKey,
     TokenState,
     UploadRejected,
     VerifyRejected,
@@ -88,11 +87,6 @@ class CsrfFailed(Exception):
     """A state-changing form arrived without a matching token."""
 
 
-def _directory(request: Request) -> Directory:
-    directory: Directory = request.app.state.directory
-    return directory
-
-
 def _csrf_token(request: Request) -> str:
     token = request.cookies.get(CSRF_COOKIE, "")
     if len(token) < 32:
@@ -107,7 +101,7 @@ def check_csrf(request: Request, submitted: str) -> None:
 
 
 def _page(request: Request, name: str, code: int = 200, /, **context: object) -> Response:
-    directory = _directory(request)
+    directory = directory_of(request)
     csrf = _csrf_token(request)
     response = templates.TemplateResponse(
         request,
@@ -134,6 +128,14 @@ def _page(request: Request, name: str, code: int = 200, /, **context: object) ->
     return response
 
 
+def _locales(request: Request) -> list[str]:
+    """The browser's preferred languages, most preferred first (for mails)."""
+    return [
+        part.split(";")[0].strip()
+        for part in request.headers.get("accept-language", "").split(",")[:5]
+    ]
+
+
 def error_page(request: Request, status: int, heading: str, message: str) -> Response:
     return _page(request, "error.html", status, heading=heading, message=message)
 
@@ -154,18 +156,12 @@ def home(request: Request) -> Response:
 
 @router.get("/search")
 def search(request: Request, q: str = "") -> Response:
-    directory = _directory(request)
+    directory = directory_of(request)
     try:
         query = queries.parse_search(q)
     except queries.BadQuery as exc:
         return _page(request, "home.html", 400, query=q, error=str(exc))
-    key: PublishedKey | None
-    if query.kind == "fingerprint":
-        key = directory.by_fingerprint(query.value)
-    elif query.kind == "key_id":
-        key = directory.by_key_id(query.value)
-    else:
-        key = directory.by_address(query.value)
+    key = directory.find(query)
     entry = directory.index(key.fingerprint) if key else None
     if entry is None:
         # The same sentence whether or not the address is on some unconfirmed key.
@@ -184,7 +180,7 @@ def about(request: Request) -> Response:
 
 @router.get("/privacy")
 def privacy(request: Request) -> Response:
-    limits = _directory(request).limits
+    limits = directory_of(request).limits
     return _page(
         request,
         "privacy.html",
@@ -213,7 +209,7 @@ async def upload_submit(
     if not data.strip():
         return _page(request, "upload.html", 400, error="Choose a key file or paste a key.")
     try:
-        result = await run_in_threadpool(_directory(request).upload, data, single=True)
+        result = await run_in_threadpool(directory_of(request).upload, data, single=True)
     except (openpgp.KeyRejected, UploadRejected) as exc:
         return _page(request, "upload.html", 400, error=str(exc))
     key = result.keys[0]
@@ -237,12 +233,9 @@ def upload_verify(
     address: Annotated[str, Form(max_length=320)],
 ) -> Response:
     check_csrf(request, csrf)
-    locales = [
-        part.split(";")[0].strip()
-        for part in request.headers.get("accept-language", "").split(",")[:5]
-    ]
+    locales = _locales(request)
     try:
-        key = _directory(request).request_verify(token, [address], locales)
+        key = directory_of(request).request_verify(token, [address], locales)
     except VerifyRejected as exc:
         return error_page(request, 400, "Cannot send the mail", str(exc))
     return _page(
@@ -258,7 +251,7 @@ def upload_verify(
 
 @router.get("/verify/{token}")
 def verify_page(request: Request, token: str) -> Response:
-    found = _directory(request).confirmation(token)
+    found = directory_of(request).confirmation(token)
     return _page(
         request,
         "verify.html",
@@ -275,7 +268,7 @@ def verify_submit(
     request: Request, token: str, csrf: Annotated[str, Form(max_length=100)] = ""
 ) -> Response:
     check_csrf(request, csrf)
-    done = _directory(request).confirm(token)
+    done = directory_of(request).confirm(token)
     state = "confirmed" if done.state == TokenState.VALID else done.state.value
     return _page(
         request,
@@ -301,12 +294,9 @@ def manage_request(
     address: Annotated[str, Form(max_length=320)],
 ) -> Response:
     check_csrf(request, csrf)
-    locales = [
-        part.split(";")[0].strip()
-        for part in request.headers.get("accept-language", "").split(",")[:5]
-    ]
+    locales = _locales(request)
     try:
-        _directory(request).request_manage(address, locales)
+        directory_of(request).request_manage(address, locales)
     except VerifyRejected as exc:
         return _page(request, "manage_request.html", 400, sent=False, error=str(exc))
     # The same answer whether or not the address is known: nothing is revealed.
@@ -323,7 +313,7 @@ def _manage_page(
 
 @router.get("/manage/{token}")
 def manage_page(request: Request, token: str) -> Response:
-    view = _directory(request).manage_view(token)
+    view = directory_of(request).manage_view(token)
     return _manage_page(request, token, view.state, address=view.address, keys=view.keys)
 
 
@@ -337,7 +327,7 @@ def manage_unpublish(
     address: Annotated[str, Form(max_length=320)],
 ) -> Response:
     check_csrf(request, csrf)
-    view = _directory(request).unpublish(token, fingerprint, address)
+    view = directory_of(request).unpublish(token, fingerprint, address)
     if view.state != TokenState.VALID:
         return _manage_page(request, token, view.state)
     return RedirectResponse(f"/manage/{token}", status_code=303)
@@ -352,7 +342,7 @@ def manage_delete(
     fingerprint: Annotated[str, Form(max_length=64)],
 ) -> Response:
     check_csrf(request, csrf)
-    view = _directory(request).delete_identity(token, fingerprint)
+    view = directory_of(request).delete_identity(token, fingerprint)
     if view.state != TokenState.VALID:
         return _manage_page(request, token, view.state)
     return RedirectResponse(f"/manage/{token}", status_code=303)

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from service.api.context import directory_of
 from service.api.responses import CACHE_CONTROL
-from service.core.directory import Directory
 from service.core.wkd import HASH_PATTERN
 from service.core.wkd_check import SITE_HEADER, check_domain
 from service.openpgp import InvalidAddress, normalize_address
@@ -23,11 +23,6 @@ router = APIRouter(prefix="/.well-known/openpgpkey", tags=["WKD"])
 # An empty policy is valid (draft section 4.5); its existence is what clients check.
 POLICY = b""
 _NOT_FOUND = "No key is published here for this address.\n"
-
-
-def _directory(request: Request) -> Directory:
-    directory: Directory = request.app.state.directory
-    return directory
 
 
 def _host(request: Request) -> str:
@@ -46,7 +41,7 @@ def _key(request: Request, domain: str, wkd_hash: str) -> Response:
     domain = domain.lower().rstrip(".")
     if not HASH_PATTERN.match(wkd_hash) or not _served_domain(request, domain):
         return PlainTextResponse(_NOT_FOUND, status_code=404)
-    body = _directory(request).wkd(domain, wkd_hash)
+    body = directory_of(request).wkd(domain, wkd_hash)
     if body is None:
         return PlainTextResponse(_NOT_FOUND, status_code=404)
     return Response(
@@ -57,7 +52,7 @@ def _key(request: Request, domain: str, wkd_hash: str) -> Response:
 def _advanced_host_ok(request: Request, domain: str) -> bool:
     """The advanced method is answered on `openpgpkey.<domain>` (or our own name)."""
     host = _host(request)
-    return host in (f"openpgpkey.{domain.lower()}", _directory(request).site.name)
+    return host in (f"openpgpkey.{domain.lower()}", directory_of(request).site.name)
 
 
 @router.get(
@@ -119,7 +114,7 @@ def direct_policy(request: Request) -> Response:
 def _policy(request: Request) -> Response:
     # The header lets the domain check below see that a policy came from this service.
     return Response(
-        POLICY, media_type="text/plain", headers={SITE_HEADER: _directory(request).site.name}
+        POLICY, media_type="text/plain", headers={SITE_HEADER: directory_of(request).site.name}
     )
 
 
@@ -148,7 +143,7 @@ def check(request: Request, domain: str) -> CheckResult | Response:
         domain = normalize_address(f"x@{domain}").split("@", 1)[1]
     except InvalidAddress:
         return PlainTextResponse("This is not a valid domain name.\n", status_code=400)
-    directory = _directory(request)
+    directory = directory_of(request)
     settings = request.app.state.settings
     result = check_domain(
         domain, directory.site.name, allow_private=settings.wkd_check_allow_private

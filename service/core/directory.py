@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import openpgp
 from service.core import wkd
+from service.core.queries import Query
 from service.db import certs as cert_repo
 from service.db import outbox
 from service.db import tokens as token_repo
@@ -335,6 +336,14 @@ class Directory:
     def wkd_published_count(self, domain: str) -> int:
         with self._sessions() as session:
             return cert_repo.count_published_in_domain(session, domain)
+
+    def find(self, query: Query) -> PublishedKey | None:
+        """The key a parsed search names (fingerprint, key id or confirmed address)."""
+        if query.kind == "fingerprint":
+            return self.by_fingerprint(query.value)
+        if query.kind == "key_id":
+            return self.by_key_id(query.value)
+        return self.by_address(query.value)
 
     def index(self, fingerprint: str) -> IndexEntry | None:
         """The index entry of a stored key (for HKP `op=index`)."""
