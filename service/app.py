@@ -18,7 +18,9 @@ from starlette.types import ASGIApp
 from service import __version__
 from service.api import hkp, vks, web, wkd
 from service.api.middleware import BodyLimit, HeadAsGet, ProtocolCORS
+from service.core import ratelimit
 from service.core.directory import Directory, Limits, Site
+from service.core.ratelimit import RateLimited, RateLimiter, Rule
 from service.db.migrate import pending_revision, upgrade
 from service.db.session import make_engine, make_sessionmaker
 from service.mail.dispatcher import Dispatcher
@@ -101,6 +103,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.directory = directory
+    app.state.limiter = RateLimiter(
+        sessions,
+        {
+            ratelimit.UPLOAD: Rule(settings.rate_uploads_per_hour, 3600),
+            ratelimit.MAIL: Rule(settings.rate_mail_requests_per_hour, 3600),
+            ratelimit.ADDRESS_LOOKUP: Rule(settings.rate_address_lookups_per_minute, 60),
+        },
+    )
     app.state.dispatcher = dispatcher
     app.state.engine = engine
     app.include_router(vks.router)
@@ -127,6 +137,20 @@ def create_app(settings: Settings) -> FastAPI:
         response = _error(request, exc.status_code, sentence)
         if exc.headers:
             response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited) -> Response:
+        sentence = (
+            "Too many requests of this kind from your address. "
+            f"Try again in {exc.retry_after} seconds."
+        )
+        path = request.url.path
+        if path.startswith(("/vks/", "/pks/", "/.well-known/")):
+            response = _error(request, 429, sentence)
+        else:
+            response = web.error_page(request, 429, "Too many requests", sentence)
+        response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.exception_handler(web.CsrfFailed)

@@ -53,6 +53,24 @@ class Settings(BaseSettings):
         default=100, description="Most subkeys one key may carry (bound by the key itself)."
     )
     max_user_id_bytes: int = Field(default=1024, description="Longest accepted user ID.")
+    rate_uploads_per_hour: int = Field(
+        default=60, description="Uploads per client address per hour (VKS, HKP, web); 0: off."
+    )
+    rate_mail_requests_per_hour: int = Field(
+        default=30,
+        description="Requests that send mail (request-verify, manage) per client per hour.",
+    )
+    rate_address_lookups_per_minute: int = Field(
+        default=600,
+        description="Lookups by address (VKS by-email, HKP, WKD, search) per client per minute.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or networks of reverse proxies whose X-Forwarded-For is believed "
+            '(JSON list, e.g. ["127.0.0.1", "10.0.0.0/8"]).'
+        ),
+    )
     upload_token_hours: int = Field(
         default=48, description="How long an upload token (for request-verify) works."
     )

@@ -26,6 +26,11 @@ from tests.mailutil import SmtpServer
 DATA = Path(__file__).parent / "data"
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite", "postgresql"]
+NO_RATE_LIMITS = {
+    "rate_uploads_per_hour": 0,
+    "rate_mail_requests_per_hour": 0,
+    "rate_address_lookups_per_minute": 0,
+}
 
 
 def _reset_postgres(url: str) -> Engine:
@@ -69,7 +74,11 @@ def database(
 @pytest.fixture
 def settings(database: tuple[str, Engine]) -> Settings:
     # Tests send mail by calling the dispatcher themselves, not from a background thread.
-    return Settings(database_url=database[0], auto_migrate=False, dispatch_mail=False)
+    # Per-client rate limits are off here (every request comes from one test client);
+    # tests/robustness/test_rate_limits.py turns them on.
+    return Settings(
+        database_url=database[0], auto_migrate=False, dispatch_mail=False, **NO_RATE_LIMITS
+    )
 
 
 @pytest.fixture
@@ -112,6 +121,7 @@ def mail_settings(database: tuple[str, Engine], smtp: SmtpServer) -> Settings:
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,
         base_url="https://keys.example.org",
+        **NO_RATE_LIMITS,
     )
 
 

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from service import openpgp
-from service.api.context import directory_of
+from service.api.context import directory_of, enforce
 from service.api.responses import key_response, text
-from service.core import queries
+from service.core import queries, ratelimit
 from service.core.directory import Directory, IndexEntry, PublishedKey, UploadRejected
 
 router = APIRouter(prefix="/pks", tags=["HKP"])
@@ -77,6 +77,8 @@ def lookup(
         query = queries.parse_search(search)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
+    if query.kind == "address":
+        enforce(request, ratelimit.ADDRESS_LOOKUP)
     directory = directory_of(request)
     key = _find(directory, query)
     if key is None:
@@ -161,6 +163,7 @@ def html_index(entry: IndexEntry, *, vindex: bool) -> str:
 def add(
     request: Request, keytext: Annotated[str, Form(max_length=4 * 1024 * 1024)]
 ) -> PlainTextResponse:
+    enforce(request, ratelimit.UPLOAD)
     settings = request.app.state.settings
     try:
         result = directory_of(request).upload(

@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from service import openpgp
-from service.api.context import directory_of
+from service.api.context import directory_of, enforce
 from service.api.responses import PGP_KEYS, key_response, text
-from service.core import queries
+from service.core import queries, ratelimit
 from service.core.directory import (
     AddressState,
     PublishedKey,
@@ -129,6 +129,7 @@ def by_email(
         value = queries.parse_address(address)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
+    enforce(request, ratelimit.ADDRESS_LOOKUP)
     # The 404 sentence is the same whether or not the address is on some unpublished key.
     return _answer(request, directory_of(request).by_address(value), "this address")
 
@@ -141,6 +142,7 @@ def by_email(
     summary="Upload a public key",
 )
 def upload(request: Request, body: Annotated[UploadRequest, Body()]) -> Response | UploadResponse:
+    enforce(request, ratelimit.UPLOAD)
     try:
         result = directory_of(request).upload(body.keytext.encode("utf-8"), single=True)
     except (openpgp.KeyRejected, UploadRejected) as exc:
@@ -160,6 +162,7 @@ def upload(request: Request, body: Annotated[UploadRequest, Body()]) -> Response
 def request_verify(
     request: Request, body: Annotated[VerifyRequest, Body()]
 ) -> Response | UploadResponse:
+    enforce(request, ratelimit.MAIL)
     try:
         key = directory_of(request).request_verify(body.token, body.addresses, body.locale)
     except VerifyRejected as exc:

@@ -20,8 +20,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from service import openpgp
-from service.api.context import directory_of
-from service.core import queries
+from service.api.context import directory_of, enforce
+from service.core import queries, ratelimit
 from service.core.directory import (
     AddressState,
     TokenState,
@@ -161,6 +161,8 @@ def search(request: Request, q: str = "") -> Response:
         query = queries.parse_search(q)
     except queries.BadQuery as exc:
         return _page(request, "home.html", 400, query=q, error=str(exc))
+    if query.kind == "address":
+        enforce(request, ratelimit.ADDRESS_LOOKUP)
     key = directory.find(query)
     entry = directory.index(key.fingerprint) if key else None
     if entry is None:
@@ -203,6 +205,7 @@ async def upload_submit(
     keyfile: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     check_csrf(request, csrf)
+    await run_in_threadpool(enforce, request, ratelimit.UPLOAD)
     data = keytext.encode("utf-8", "surrogateescape")
     if keyfile is not None and keyfile.filename:
         data = await keyfile.read()
@@ -233,6 +236,7 @@ def upload_verify(
     address: Annotated[str, Form(max_length=320)],
 ) -> Response:
     check_csrf(request, csrf)
+    enforce(request, ratelimit.MAIL)
     locales = _locales(request)
     try:
         key = directory_of(request).request_verify(token, [address], locales)
@@ -294,6 +298,7 @@ def manage_request(
     address: Annotated[str, Form(max_length=320)],
 ) -> Response:
     check_csrf(request, csrf)
+    enforce(request, ratelimit.MAIL)
     locales = _locales(request)
     try:
         directory_of(request).request_manage(address, locales)

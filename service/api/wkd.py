@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from service.api.context import directory_of
+from service.api.context import directory_of, enforce
 from service.api.responses import CACHE_CONTROL
+from service.core import ratelimit
 from service.core.wkd import HASH_PATTERN
 from service.core.wkd_check import SITE_HEADER, check_domain
 from service.openpgp import InvalidAddress, normalize_address
@@ -38,6 +39,7 @@ def _served_domain(request: Request, domain: str) -> bool:
 
 
 def _key(request: Request, domain: str, wkd_hash: str) -> Response:
+    enforce(request, ratelimit.ADDRESS_LOOKUP)
     domain = domain.lower().rstrip(".")
     if not HASH_PATTERN.match(wkd_hash) or not _served_domain(request, domain):
         return PlainTextResponse(_NOT_FOUND, status_code=404)

@@ -191,3 +191,17 @@ class OutboxRow(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RateCounterRow(Base):
+    """Requests of one client in one fixed time window, per kind of request.
+
+    In the database, not in process memory, so that every server process counts together.
+    """
+
+    __tablename__ = "rate_counters"
+
+    bucket: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
