@@ -12,6 +12,7 @@ from datetime import timedelta
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
@@ -137,6 +138,19 @@ def create_app(settings: Settings) -> FastAPI:
         response = _error(request, exc.status_code, sentence)
         if exc.headers:
             response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_away(request: Request, exc: Exception) -> Response:
+        # The database is down or unreachable: say so at once (never a 5xx that clients
+        # read as "this server is broken" for good, never a hang); the pool reconnects by
+        # itself when the database is back.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        response = _error(
+            request, 503, "The key directory's database is unavailable; try again in a minute."
+        )
+        response.headers["Retry-After"] = "30"
         return response
 
     @app.exception_handler(RateLimited)
