@@ -9,7 +9,7 @@ import pytest
 
 from service import openpgp
 from service.openpgp.armor import dearmor
-from service.openpgp.packets import Tag, parse_packets
+from service.openpgp.packets import Packet, Tag, parse_packets, serialize
 from tests.conftest import read_data
 from tests.gpgutil import show_keys
 
@@ -203,3 +203,11 @@ def test_load_round_trips_stored_bytes() -> None:
 def test_malformed_binary_input(data: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         openpgp.read_upload(data)
+
+
+def test_compressed_encrypted_and_literal_packets_inside_a_key_are_refused() -> None:
+    clean = parse_packets(dearmor(read_data("ed25519.asc")), max_packets=100)
+    for tag in (8, 18, 11, 1):  # compressed, encrypted (SEIPD), literal, PKESK
+        smuggled = serialize([clean[0], Packet(tag, b"\x00" * 8), *clean[1:]])
+        with pytest.raises(openpgp.MalformedKey, match="not a key"):
+            openpgp.read_upload(smuggled)
