@@ -23,6 +23,7 @@ from service.core.directory import Directory, IndexEntry, PublishedKey, UploadRe
 router = APIRouter(prefix="/pks", tags=["HKP"])
 
 OPERATIONS = ("get", "index", "vindex")
+UNIMPLEMENTED = ("stats", "hget", "photo")
 
 
 def _find(directory: Directory, query: queries.Query) -> PublishedKey | None:
@@ -57,7 +58,13 @@ def _find(directory: Directory, query: queries.Query) -> PublishedKey | None:
 def lookup(
     request: Request,
     *,
-    op: Annotated[str | None, Query(description="get, index or vindex")] = None,
+    op: Annotated[
+        str | None,
+        Query(
+            description="get, index or vindex",
+            json_schema_extra={"enum": list(OPERATIONS)},  # documented; others get 400/501
+        ),
+    ] = None,
     search: Annotated[
         str | None,
         Query(description="0x + 16 hex key ID, 0x + 40/64 hex fingerprint, or an address"),
@@ -70,7 +77,11 @@ def lookup(
     if not op:
         return text("The op parameter is missing (get, index or vindex).", 400)
     if op not in OPERATIONS:
-        return text(f"The operation {op!r} is not supported here.", 501)
+        # A real HKP operation that we do not offer is "not implemented" (the draft's 501);
+        # anything else is simply a bad request.
+        if op in UNIMPLEMENTED or op.startswith("x-"):
+            return text(f"The operation {op!r} is not supported here.", 501)
+        return text(f"There is no HKP operation {op!r}; use get, index or vindex.", 400)
     if not search:
         return text("The search parameter is missing.", 400)
     try:

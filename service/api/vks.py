@@ -24,6 +24,13 @@ from service.core.directory import (
 
 router = APIRouter(prefix="/vks/v1", tags=["VKS"])
 
+FINGERPRINT_PATTERN = r"^(0[xX])?([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$"
+KEY_ID_PATTERN = r"^(0[xX])?[0-9A-Fa-f]{16}$"
+ADDRESS_PATTERN = (
+    r"^[A-Za-z0-9_+-]{1,32}(\.[A-Za-z0-9_+-]{1,31})?"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,4}[A-Za-z]{2,63}$"
+)
+
 
 class UploadRequest(BaseModel):
     keytext: str = Field(description="One ASCII-armored public key.", max_length=4 * 1024 * 1024)
@@ -87,7 +94,14 @@ def _answer(request: Request, key: PublishedKey | None, what: str) -> Response:
 )
 def by_fingerprint(
     request: Request,
-    fingerprint: Annotated[str, Path(description="40 or 64 hex digits, `0x` optional.")],
+    fingerprint: Annotated[
+        str,
+        Path(
+            description="40 or 64 hex digits, `0x` optional.",
+            # Documented, not enforced by FastAPI: a malformed value gets our own 400.
+            json_schema_extra={"pattern": FINGERPRINT_PATTERN},
+        ),
+    ],
 ) -> Response:
     try:
         value = queries.parse_fingerprint(fingerprint)
@@ -105,7 +119,13 @@ def by_fingerprint(
 )
 def by_keyid(
     request: Request,
-    key_id: Annotated[str, Path(description="16 hex digits, `0x` optional.")],
+    key_id: Annotated[
+        str,
+        Path(
+            description="16 hex digits, `0x` optional.",
+            json_schema_extra={"pattern": KEY_ID_PATTERN},
+        ),
+    ],
 ) -> Response:
     try:
         value = queries.parse_key_id(key_id)
@@ -123,7 +143,12 @@ def by_keyid(
 )
 def by_email(
     request: Request,
-    address: Annotated[str, Path(description="The address, URL-encoded.")],
+    address: Annotated[
+        str,
+        Path(
+            description="The address, URL-encoded.", json_schema_extra={"pattern": ADDRESS_PATTERN}
+        ),
+    ],
 ) -> Response:
     try:
         value = queries.parse_address(address)

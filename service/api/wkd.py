@@ -8,6 +8,8 @@ GnuPG caches a domain as "no WKD" when the policy file is missing).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
@@ -24,6 +26,10 @@ router = APIRouter(prefix="/.well-known/openpgpkey", tags=["WKD"])
 # An empty policy is valid (draft section 4.5); its existence is what clients check.
 POLICY = b""
 _NOT_FOUND = "No key is published here for this address.\n"
+_POLICY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {}}, "description": "The (empty) policy file."},
+    404: {"content": {"text/plain": {}}, "description": "WKD is not served for the domain."},
+}
 
 
 def _host(request: Request) -> str:
@@ -79,6 +85,7 @@ def advanced(request: Request, domain: str, wkd_hash: str) -> Response:
     "/{domain}/policy",
     operation_id="wkd_advanced_policy",
     response_class=Response,
+    responses=_POLICY_RESPONSES,
     summary="WKD advanced method: the policy file of a domain",
 )
 def advanced_policy(request: Request, domain: str) -> Response:
@@ -105,6 +112,7 @@ def direct(request: Request, wkd_hash: str) -> Response:
     "/policy",
     operation_id="wkd_direct_policy",
     response_class=Response,
+    responses=_POLICY_RESPONSES,
     summary="WKD direct method: the policy file",
 )
 def direct_policy(request: Request) -> Response:
