@@ -171,9 +171,7 @@ def html_index(entry: IndexEntry, *, vindex: bool) -> str:
         422: {"description": "Not an acceptable key.", "content": {"text/plain": {}}},
     },
 )
-def add(
-    request: Request, keytext: Annotated[str, Form(max_length=4 * 1024 * 1024)]
-) -> PlainTextResponse:
+def add(request: Request, keytext: Annotated[str, Form()]) -> PlainTextResponse:
     enforce(request, ratelimit.UPLOAD)
     settings = request.app.state.settings
     try:

@@ -33,7 +33,8 @@ ADDRESS_PATTERN = (
 
 
 class UploadRequest(BaseModel):
-    keytext: str = Field(description="One ASCII-armored public key.", max_length=4 * 1024 * 1024)
+    # No length here: KEYDIR_MAX_UPLOAD_BYTES bounds the whole body before parsing.
+    keytext: str = Field(description="One ASCII-armored public key.")
 
 
 class UploadResponse(BaseModel):

@@ -201,7 +201,7 @@ def upload_form(request: Request) -> Response:
 async def upload_submit(
     request: Request,
     csrf: Annotated[str, Form(max_length=100)] = "",
-    keytext: Annotated[str, Form(max_length=4 * 1024 * 1024)] = "",
+    keytext: Annotated[str, Form()] = "",
     keyfile: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     check_csrf(request, csrf)
