@@ -21,12 +21,13 @@ from service.api import hkp, vks, web, wkd
 from service.api.middleware import BodyLimit, HeadAsGet, ProtocolCORS
 from service.core import ratelimit
 from service.core.directory import Directory, Limits, Site
+from service.core.parsing import BoundedParser
 from service.core.ratelimit import RateLimited, RateLimiter, Rule
 from service.db.migrate import pending_revision, upgrade
 from service.db.session import make_engine, make_sessionmaker
 from service.mail.dispatcher import Dispatcher
 from service.mail.senders import sender_from_settings
-from service.openpgp import KeyLimits
+from service.openpgp import KeyLimits, read_upload
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,19 @@ def create_app(settings: Settings) -> FastAPI:
         )
     sessions = make_sessionmaker(engine)
     dispatcher = Dispatcher(sessions, sender_from_settings(settings), settings.mail_from)
+    parser = (
+        BoundedParser(
+            settings.parse_workers, settings.parse_timeout_seconds, settings.parse_memory_bytes
+        )
+        if settings.parse_workers > 0
+        else None
+    )
     directory = Directory(
         sessions,
         limits_from_settings(settings),
         Site(settings.base_url),
         on_mail_queued=dispatcher.wake.set,
+        parser=parser or read_upload,
     )
 
     @asynccontextmanager
@@ -91,6 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
         dispatcher.wake.set()
         if thread is not None:
             thread.join(timeout=30)
+        if parser is not None:
+            parser.close()
         engine.dispose()
 
     app = FastAPI(

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     max_packets_per_key: int = Field(
         default=50_000, description="Most OpenPGP packets read from one upload."
     )
+    parse_workers: int = Field(
+        default=2,
+        description="Worker processes that parse uploads (0: parse in the server process).",
+    )
+    parse_timeout_seconds: float = Field(
+        default=10.0, description="Longest time one upload may take to parse."
+    )
+    parse_memory_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        description="Address-space limit of each parsing worker (0: no limit).",
+    )
     max_user_ids_per_key: int = Field(
         default=100, description="Most user IDs one key may carry (its own, verified ones)."
     )

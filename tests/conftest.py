@@ -30,6 +30,10 @@ NO_RATE_LIMITS = {
     "rate_uploads_per_hour": 0,
     "rate_mail_requests_per_hour": 0,
     "rate_address_lookups_per_minute": 0,
+    # In-process parsing: a pool of worker processes per test client would cost seconds.
+    # The real server processes started by tests parse in workers, as in production, and
+    # tests/robustness/test_parsing.py tests the bounded parser itself.
+    "parse_workers": 0,
 }
 
 

@@ -165,8 +165,11 @@ class Directory:
         limits: Limits | None = None,
         site: Site | None = None,
         on_mail_queued: Callable[[], None] | None = None,
+        parser: Callable[..., openpgp.ParsedUpload] = openpgp.read_upload,
     ) -> None:
         self._sessions = sessions
+        # openpgp.read_upload in this process, or a BoundedParser (worker processes).
+        self._parse = parser
         self.limits = limits or Limits()
         self.site = site or Site()
         self._on_mail_queued = on_mail_queued
@@ -204,7 +207,7 @@ class Directory:
         (HKP uploads: GnuPG users have no other way to ask). Raises ``openpgp.KeyRejected``
         (bad input) or ``UploadRejected`` with a sentence.
         """
-        parsed = openpgp.read_upload(
+        parsed = self._parse(
             data,
             max_keys=self.limits.max_keys_per_upload,
             max_packets=self.limits.max_packets_per_key,
