@@ -122,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
             ratelimit.MAIL: Rule(settings.rate_mail_requests_per_hour, 3600),
             ratelimit.ADDRESS_LOOKUP: Rule(settings.rate_address_lookups_per_minute, 60),
         },
+        redis_url=settings.redis_url,
     )
     app.state.dispatcher = dispatcher
     app.state.engine = engine

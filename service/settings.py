@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default=600,
         description="Lookups by address (VKS by-email, HKP, WKD, search) per client per minute.",
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Keep rate-limit counters in Redis (redis://host:6379/0), not the database.",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description=(

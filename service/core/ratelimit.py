@@ -1,6 +1,7 @@
 """Per-client rate limits for uploads, mail requests and lookups by address.
 
-Counters live in the database (fixed windows), so several server processes share them.
+Counters live in the database (fixed windows), or in Redis when configured, so several
+server processes share them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import random
 import time
 from dataclasses import dataclass
 
+from limits import RateLimitItemPerSecond
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import ratelimit as counters
@@ -35,13 +39,27 @@ class RateLimited(Exception):
 
 @dataclass
 class RateLimiter:
+    """Counts in the database, or in Redis when ``redis_url`` is set (the `limits` library)."""
+
     sessions: sessionmaker[Session]
     rules: dict[str, Rule]
+    redis_url: str | None = None
+
+    def __post_init__(self) -> None:
+        self._redis: FixedWindowRateLimiter | None = None
+        if self.redis_url:
+            self._redis = FixedWindowRateLimiter(storage_from_string(self.redis_url))
 
     def check(self, bucket: str, client: str) -> None:
         """Count a request; raise RateLimited when the client is over the bucket's limit."""
         rule = self.rules.get(bucket)
         if rule is None or rule.limit <= 0:
+            return
+        if self._redis is not None:
+            item = RateLimitItemPerSecond(rule.limit, rule.window_seconds)
+            if not self._redis.hit(item, "keydir", bucket, client[:64]):
+                reset = self._redis.get_window_stats(item, "keydir", bucket, client[:64])
+                raise RateLimited(max(1, int(reset.reset_time - time.time()) + 1))
             return
         now = time.time()
         window = int(now // rule.window_seconds)

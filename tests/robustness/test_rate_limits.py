@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
 
 from service.app import build
 from service.core.ratelimit import client_address
 from service.core.wkd import local_part_hash
+from service.db.models import RateCounterRow
+from service.db.session import make_engine
 from service.settings import Settings
 from tests.conftest import read_data
 from tests.webutil import form
@@ -114,3 +120,43 @@ def test_client_address(
     peer: str, forwarded: str | None, trusted: list[str], expected: str
 ) -> None:
     assert client_address(peer, forwarded, trusted) == expected
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    connection = redis.Redis.from_url(REDIS_URL)
+    try:
+        connection.flushdb()
+    except redis.exceptions.ConnectionError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis on 127.0.0.1:6379 is needed in CI")
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    yield REDIS_URL
+    connection.flushdb()
+    connection.close()
+
+
+def test_counters_in_redis_are_shared_by_two_instances(settings: Settings, redis_url: str) -> None:
+    keytext = {"keytext": read_data("ed25519.asc").decode()}
+    configured = limited(settings, redis_url=redis_url)
+    with TestClient(build(configured)) as first, TestClient(build(configured)) as second:
+        assert first.post("/vks/v1/upload", json=keytext).status_code == 200
+        assert second.post("/vks/v1/upload", json=keytext).status_code == 200
+        refused = first.post("/vks/v1/upload", json=keytext)
+        assert refused.status_code == 429
+        assert 0 < int(refused.headers["retry-after"]) <= 3601
+    # Nothing was counted in the database: Redis holds the state.
+    with configured_engine(configured) as engine, engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(RateCounterRow)) == 0
+
+
+@contextmanager
+def configured_engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
