@@ -24,6 +24,7 @@ from service.db.models import AddressRow, CertKeyRow, CertRow
 from service.openpgp.armor import armor_public_key, dearmor
 from service.openpgp.packets import Packet, parse_packets, serialize
 from tests.conftest import DATA
+from tests.webutil import form
 
 ITERATIONS = int(os.environ.get("KEYDIR_FUZZ_ITERATIONS", "3000"))
 HTTP_SHARE = 10  # one input in this many also goes through HTTP
@@ -138,15 +139,21 @@ def test_mutated_keys_never_crash_the_parser_or_the_service(
             continue
         before = stored(database[1])
         as_text = armor_public_key(data) if rng.random() < 0.5 else data.decode("latin-1")
-        if rng.random() < 0.5:
+        path = rng.choice(["vks", "hkp", "web"])
+        if path == "vks":
             response = client.post("/vks/v1/upload", json={"keytext": as_text})
-        else:
+        elif path == "hkp":
             response = client.post("/pks/add", data={"keytext": as_text})
+        else:
+            response = client.post(
+                "/upload", data=form(client), files={"keyfile": ("key.asc", data, "text/plain")}
+            )
         counts["http"] += 1
         assert response.status_code < 500, (response.status_code, response.text)
         if response.status_code >= 400:
             counts["http_4xx"] += 1
             assert response.text.strip()
+            assert response.status_code != 403  # the page's CSRF token was right
             assert stored(database[1]) == before
     with capsys.disabled():
         print(
