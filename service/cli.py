@@ -109,6 +109,94 @@ def _export_wkd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    import contextlib  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from service.app import limits_from_settings  # noqa: PLC0415
+    from service.core.directory import Directory  # noqa: PLC0415
+    from service.core.importer import Importer, ImportReport, Rejection  # noqa: PLC0415
+    from service.db.migrate import pending_revision  # noqa: PLC0415
+    from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
+
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        from service.db.migrate import upgrade  # noqa: PLC0415
+
+        upgrade(engine)
+    elif pending_revision(engine) is not None:
+        print("keydir: the database schema is out of date; run `keydir migrate`.", file=sys.stderr)
+        return 2
+    for name in args.files:
+        if name != "-" and not os.path.isfile(name):  # noqa: PTH113
+            print(f"keydir: {name}: no such file.", file=sys.stderr)
+            return 2
+    total = sum(os.path.getsize(n) for n in args.files if n != "-")  # noqa: PTH202
+    interactive = sys.stderr.isatty() and not args.quiet
+    bar = tqdm(
+        total=total or None,
+        unit="B",
+        unit_scale=True,
+        desc="importing",
+        disable=not interactive,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    last_line = [time.monotonic()]
+
+    def progress(report: ImportReport) -> None:
+        rate = f"{report.keys_per_second:,.0f} keys/s"
+        if interactive:
+            bar.update(report.bytes_read - bar.n)
+            bar.set_postfix_str(f"{report.read:,} keys, {rate}", refresh=False)
+        elif not args.quiet and time.monotonic() - last_line[0] >= args.progress_every:
+            last_line[0] = time.monotonic()
+            done = f" ({100 * report.bytes_read / total:.0f}%)" if total else ""
+            print(f"keydir import: {report.read:,} keys read{done}, {rate}", file=sys.stderr)
+
+    def rejected(item: Rejection) -> None:
+        if args.quiet:
+            return
+        label = f"key {item.fingerprint}" if item.fingerprint else f"key #{item.number}"
+        (bar.write if interactive else print)(
+            f"{item.source}: {label} (at byte {item.offset}): {item.reason}", file=sys.stderr
+        )
+
+    importer = Importer(
+        Directory(make_sessionmaker(engine), limits_from_settings(settings)),
+        workers=args.workers,
+        batch_size=args.batch,
+        max_key_bytes=args.max_key_bytes,
+    )
+    with contextlib.ExitStack() as files:
+        sources = (
+            (name, sys.stdin.buffer if name == "-" else files.enter_context(open(name, "rb")))  # noqa: PTH123
+            for name in args.files
+        )
+        try:
+            report = importer.run(sources, on_reject=rejected, on_progress=progress)
+        except KeyboardInterrupt:
+            bar.close()
+            print("keydir: import interrupted; what was committed stays.", file=sys.stderr)
+            return 130
+    bar.close()
+    engine.dispose()
+    print(
+        f"keydir: read {report.read:,} keys in {report.seconds:.1f} s "
+        f"({report.keys_per_second:,.0f} keys/s): {report.new:,} imported, "
+        f"{report.updated:,} updated, {report.unchanged:,} unchanged, "
+        f"{report.rejected:,} rejected."
+    )
+    for reason, count in report.reasons.most_common():
+        print(f"  {count:>7,} rejected: {reason}")
+    if report.new or report.updated:
+        print("keydir: imported addresses stay unpublished until their owners confirm them.")
+    return 0
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the app, built without touching any real database."""
     from service.app import create_app  # noqa: PLC0415
@@ -154,6 +242,35 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("directory", help="where .well-known/openpgpkey/… is written")
     export.add_argument("--domain", action="append", default=[], help="only this domain")
     export.set_defaults(run=_export_wkd)
+
+    imp = commands.add_parser(
+        "import",
+        help="import keyrings or SKS/Hockeypuck keydumps (addresses stay unpublished)",
+        description=(
+            "Import public keys from armored or binary keyrings and SKS/Hockeypuck keydump "
+            "files, with the same verification as uploads. Imported addresses stay "
+            "unpublished until their owners confirm them. Running it again is harmless."
+        ),
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE", help="keyring or keydump; - for stdin")
+    imp.add_argument(
+        "--workers", type=int, default=None, help="parsing processes (default: one per core)"
+    )
+    imp.add_argument("--batch", type=int, default=500, help="keys stored per transaction")
+    imp.add_argument(
+        "--max-key-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="skip (and report) keys larger than this",
+    )
+    imp.add_argument("--quiet", action="store_true", help="only the summary")
+    imp.add_argument(
+        "--progress-every",
+        type=float,
+        default=5.0,
+        help="seconds between progress lines when not on a terminal",
+    )
+    imp.set_defaults(run=_import)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=_migrate)

@@ -32,6 +32,7 @@ from service.mail import messages
 __all__ = [
     "AddressState",
     "Directory",
+    "ImportOutcome",
     "IndexEntry",
     "Limits",
     "ManageView",
@@ -148,6 +149,13 @@ class ManageView:
     state: TokenState
     address: str | None = None
     keys: list[ManagedKey] = field(default_factory=list)
+
+
+class ImportOutcome(StrEnum):
+    NEW = "new"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"
 
 
 class UploadRejected(ValueError):
@@ -303,6 +311,49 @@ class Directory:
                 )
             results.append(updated)
         return results
+
+    # -- bulk import -----------------------------------------------------------------------
+
+    def import_certificates(
+        self, certs: Sequence[openpgp.Certificate]
+    ) -> list[tuple[ImportOutcome, str | None]]:
+        """Store parsed certificates in one transaction, as uploads would, but without
+        tokens or mail: their addresses stay unpublished until their owners confirm them.
+
+        Returns what happened to each, with the sentence when one was refused.
+        """
+        return self._transaction(lambda session: self._import(session, certs))
+
+    def _import(
+        self, session: Session, certs: Sequence[openpgp.Certificate]
+    ) -> list[tuple[ImportOutcome, str | None]]:
+        now = utcnow()
+        rows = cert_repo.get_many(session, [c.fingerprint for c in certs])
+        outcomes: list[tuple[ImportOutcome, str | None]] = []
+        for cert in certs:
+            row = rows.get(cert.fingerprint)
+            if row is None:
+                row = rows[cert.fingerprint] = CertRow(fingerprint=cert.fingerprint, first_seen=now)
+                session.add(row)
+                _write(row, cert, now)
+                outcomes.append((ImportOutcome.NEW, None))
+                continue
+            if row.full_data == cert.data:
+                outcomes.append((ImportOutcome.UNCHANGED, None))
+                continue
+            stored = openpgp.load(row.full_data)
+            merged = openpgp.merge(stored, cert)
+            if merged.data == stored.data:
+                outcomes.append((ImportOutcome.UNCHANGED, None))
+                continue
+            try:
+                openpgp.enforce_limits(merged, self.limits.key)
+            except openpgp.KeyRejected as exc:
+                outcomes.append((ImportOutcome.REJECTED, exc.message))
+                continue
+            _write(row, merged, now)
+            outcomes.append((ImportOutcome.UPDATED, None))
+        return outcomes
 
     # -- lookup ---------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from service.db.models import AddressRow, AddressState, CertKeyRow, CertRow
 
@@ -15,6 +15,21 @@ def get(session: Session, fingerprint: str, *, for_update: bool = False) -> Cert
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
+
+
+def get_many(session: Session, fingerprints: Sequence[str]) -> dict[str, CertRow]:
+    """The stored certificates among ``fingerprints``, locked for update, with their keys and
+    addresses loaded (three queries, however many there are)."""
+    if not fingerprints:
+        return {}
+    query = (
+        select(CertRow)
+        .where(CertRow.fingerprint.in_(sorted(set(fingerprints))))
+        .order_by(CertRow.fingerprint)
+        .with_for_update()
+        .options(selectinload(CertRow.keys), selectinload(CertRow.addresses))
+    )
+    return {row.fingerprint: row for row in session.scalars(query)}
 
 
 def find_by_key(

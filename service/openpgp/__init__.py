@@ -30,6 +30,7 @@ from service.openpgp.errors import (
     UnsupportedKey,
     WeakSelfSignatures,
 )
+from service.openpgp.stream import primary_fingerprint
 
 __all__ = [
     "Certificate",
@@ -55,6 +56,7 @@ __all__ = [
     "load",
     "merge",
     "normalize_address",
+    "primary_fingerprint",
     "read_upload",
     "signature_issuers",
 ]
