@@ -122,7 +122,15 @@ def _admin_command(work: Callable[[Admin], int]) -> int:
     from service.db.migrate import pending_revision  # noqa: PLC0415
     from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
 
-    engine = make_engine(Settings().database_url)
+    url = Settings().database_url
+    if _missing_sqlite_file(url):
+        # Opening it would create an empty file here and report on nothing.
+        print(
+            f"keydir: there is no database file at {url}; check KEYDIR_DATABASE_URL.",
+            file=sys.stderr,
+        )
+        return 2
+    engine = make_engine(url)
     try:
         if pending_revision(engine) is not None:
             print(
@@ -141,6 +149,21 @@ def _admin_command(work: Callable[[Admin], int]) -> int:
         return 2
     finally:
         engine.dispose()
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    from pathlib import Path  # noqa: PLC0415
+
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    parsed = make_url(url)
+    name = parsed.database
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and bool(name)
+        and name != ":memory:"
+        and not Path(name or "").exists()
+    )
 
 
 def _fingerprint_text(parts: list[str]) -> str:

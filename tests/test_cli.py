@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -152,8 +153,17 @@ def test_stats(database: tuple[str, Engine], directory: Directory, run: Runner) 
     assert run(url, "stats", "--top", "0").returncode == 2
 
 
+def test_commands_refuse_a_database_file_that_is_not_there(tmp_path: Path, run: Runner) -> None:
+    path = tmp_path / "elsewhere.sqlite3"
+    result = run(f"sqlite:///{path}", "stats")
+    assert result.returncode == 2
+    assert result.stderr.startswith("keydir: there is no database file at sqlite:///")
+    assert not path.exists()  # and none was made
+
+
 def test_commands_refuse_a_database_without_the_schema(tmp_path: Path, run: Runner) -> None:
     url = f"sqlite:///{tmp_path / 'elsewhere.sqlite3'}"
+    sqlite3.connect(tmp_path / "elsewhere.sqlite3").close()
     for args in (("stats",), ("delete", EDDIE), ("block", EDDIE), ("block", "--list")):
         result = run(url, *args)
         assert result.returncode == 2, args
