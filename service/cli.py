@@ -7,9 +7,13 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.core.admin import Admin, Removed
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -197,6 +201,160 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_command(work: Callable[[Admin], int]) -> int:
+    """Run an operator command on the configured database, refusing an outdated schema."""
+    from sqlalchemy.exc import InterfaceError, OperationalError  # noqa: PLC0415
+
+    from service.core.admin import Admin  # noqa: PLC0415
+    from service.core.queries import BadQuery  # noqa: PLC0415
+    from service.db.migrate import pending_revision  # noqa: PLC0415
+    from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
+
+    url = Settings().database_url
+    if _missing_sqlite_file(url):
+        # Opening it would create an empty file here and report on nothing.
+        print(
+            f"keydir: there is no database file at {url}; check KEYDIR_DATABASE_URL.",
+            file=sys.stderr,
+        )
+        return 2
+    engine = make_engine(url)
+    try:
+        if pending_revision(engine) is not None:
+            print(
+                "keydir: the database schema is out of date (or this is not a keydir "
+                "database); check KEYDIR_DATABASE_URL and run `keydir migrate`.",
+                file=sys.stderr,
+            )
+            return 2
+        return work(Admin(make_sessionmaker(engine)))
+    except BadQuery as exc:
+        print(f"keydir: {exc}", file=sys.stderr)
+        return 2
+    except (OperationalError, InterfaceError) as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        print(f"keydir: the database cannot be reached ({reason}).", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    from pathlib import Path  # noqa: PLC0415
+
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    parsed = make_url(url)
+    name = parsed.database
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and bool(name)
+        and name != ":memory:"
+        and not Path(name or "").exists()
+    )
+
+
+def _fingerprint_text(parts: list[str]) -> str:
+    # Accept a fingerprint pasted as gpg prints it, in groups, quoted or not.
+    return "".join(parts)
+
+
+def _describe(removed: Removed) -> str:
+    return (
+        f"keydir: deleted key {removed.fingerprint}: {removed.subkeys} subkeys, "
+        f"{removed.addresses} addresses ({removed.published} of them published), "
+        f"{removed.tokens} tokens, {removed.mails} unsent mails."
+    )
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from service.core.admin import NoSuchKey  # noqa: PLC0415
+
+    def work(admin: Admin) -> int:
+        try:
+            removed = admin.delete(_fingerprint_text(args.fingerprint))
+        except NoSuchKey as exc:
+            print(f"keydir: {exc}", file=sys.stderr)
+            return 1
+        print(_describe(removed))
+        return 0
+
+    return _admin_command(work)
+
+
+def _block(args: argparse.Namespace) -> int:
+    def work(admin: Admin) -> int:
+        if args.list:
+            if args.fingerprint or args.reason is not None:
+                print("keydir: --list takes no fingerprint and no reason.", file=sys.stderr)
+                return 2
+            entries = admin.blocklist()
+            for entry in entries:
+                when = entry.created_at.strftime("%Y-%m-%d %H:%M")
+                print(f"{entry.fingerprint}  {when} UTC  {entry.reason or ''}".rstrip())
+            print(f"keydir: {len(entries)} blocked.", file=sys.stderr)
+            return 0
+        if not args.fingerprint:
+            print("keydir: name the fingerprint to block (or use --list).", file=sys.stderr)
+            return 2
+        result = admin.block(_fingerprint_text(args.fingerprint), args.reason)
+        fpr = result.blocked.fingerprint
+        print(
+            f"keydir: blocked {fpr}; uploads of it are refused."
+            if result.new
+            else f"keydir: {fpr} was already blocked."
+        )
+        for removed in result.removed:
+            print(_describe(removed))
+        if not result.removed:
+            print("keydir: no stored key held it.")
+        return 0
+
+    return _admin_command(work)
+
+
+def _unblock(args: argparse.Namespace) -> int:
+    from service.core.admin import NotBlocked  # noqa: PLC0415
+
+    def work(admin: Admin) -> int:
+        try:
+            entry = admin.unblock(_fingerprint_text(args.fingerprint))
+        except NotBlocked as exc:
+            print(f"keydir: {exc}", file=sys.stderr)
+            return 1
+        print(f"keydir: unblocked {entry.fingerprint}; uploads of it are taken again.")
+        return 0
+
+    return _admin_command(work)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        print("keydir: --top must be at least 1.", file=sys.stderr)
+        return 2
+
+    def work(admin: Admin) -> int:
+        stats = admin.stats(top=args.top)
+        if args.json:
+            print(json.dumps(stats.as_dict(), indent=2))
+            return 0
+        states = ", ".join(f"{count} {state}" for state, count in stats.addresses.items())
+        lines = [
+            f"keys: {stats.keys} ({stats.keys_revoked} revoked)",
+            f"addresses: {states}",
+            f"published addresses by domain (top {args.top}):",
+            *(f"  {domain or '(none)'}: {count}" for domain, count in stats.published_by_domain),
+            f"outbox: {stats.outbox_pending} pending, {stats.outbox_failed} failed (retrying)",
+            f"blocked: {stats.blocked}",
+        ]
+        if not stats.published_by_domain:
+            lines.insert(3, "  (none)")
+        print("\n".join(lines))
+        return 0
+
+    return _admin_command(work)
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the app, built without touching any real database."""
     from service.app import create_app  # noqa: PLC0415
@@ -274,6 +432,33 @@ def main(argv: list[str] | None = None) -> int:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=_migrate)
+
+    delete = commands.add_parser(
+        "delete", help="remove a key and everything about it (addresses, tokens, mails)"
+    )
+    delete.add_argument(
+        "fingerprint", nargs="+", help="primary key fingerprint (40 or 64 hex, spaces allowed)"
+    )
+    delete.set_defaults(run=_delete)
+
+    block = commands.add_parser(
+        "block", help="refuse every upload of a key from now on (and delete it if stored)"
+    )
+    block.add_argument(
+        "fingerprint", nargs="*", help="fingerprint of a primary key or a subkey to block"
+    )
+    block.add_argument("--reason", default=None, help="why (kept for operators, never shown)")
+    block.add_argument("--list", action="store_true", help="list the blocked fingerprints")
+    block.set_defaults(run=_block)
+
+    unblock = commands.add_parser("unblock", help="take uploads of a blocked key again")
+    unblock.add_argument("fingerprint", nargs="+", help="the blocked fingerprint")
+    unblock.set_defaults(run=_unblock)
+
+    stats = commands.add_parser("stats", help="count keys, addresses, queued mails, blocks")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    stats.add_argument("--top", type=int, default=10, help="domains to list (default 10)")
+    stats.set_defaults(run=_stats)
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--output", "-o", default="-", help="file to write, - for stdout")

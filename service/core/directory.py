@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import openpgp
 from service.core import wkd
 from service.core.queries import Query
+from service.db import blocklist, outbox
 from service.db import certs as cert_repo
-from service.db import outbox
 from service.db import tokens as token_repo
 from service.db.models import AddressRow, AddressState, CertRow, TokenPurpose, utcnow
 from service.mail import messages
@@ -34,6 +34,7 @@ __all__ = [
     "Directory",
     "ImportOutcome",
     "IndexEntry",
+    "KeyBlocked",
     "Limits",
     "ManageView",
     "ManagedKey",
@@ -162,6 +163,10 @@ class UploadRejected(ValueError):
     """An upload we cannot take; ``str(exc)`` is the sentence for people."""
 
 
+class KeyBlocked(UploadRejected):
+    """The upload holds a key (or a subkey) that an operator blocked."""
+
+
 class VerifyRejected(ValueError):
     """A verification request we cannot take; ``str(exc)`` is the sentence for people."""
 
@@ -231,7 +236,14 @@ class Directory:
         self, session: Session, parsed: openpgp.ParsedUpload, *, offer_verification: bool
     ) -> UploadResult:
         now = utcnow()
+        fingerprints = _fingerprints(parsed.certificates)
+        blocklist.lock(session, fingerprints)
         results = [self._store_one(session, cert, now) for cert in parsed.certificates]
+        # Checked after the first write: on SQLite the transaction (and with it what this
+        # request reads) begins there, so a block committed before it is seen here, and a
+        # block committed after it waits for this upload and then deletes what it stored.
+        session.flush()
+        _refuse_blocked(session, parsed.certificates)
         if offer_verification:
             for cert, result in zip(parsed.certificates, results, strict=True):
                 if result.new:
@@ -678,6 +690,32 @@ class Directory:
         row.updated_at = now
         session.flush()
         return self._manage_view(session, token, now)
+
+
+def _fingerprints(certificates: Sequence[openpgp.Certificate]) -> list[str]:
+    return [
+        fpr
+        for cert in certificates
+        for fpr in (cert.fingerprint, *(subkey.fingerprint for subkey in cert.subkeys))
+    ]
+
+
+def _refuse_blocked(session: Session, certificates: Sequence[openpgp.Certificate]) -> None:
+    """Raise KeyBlocked (rolling the whole upload back) if any key or subkey is blocked."""
+    blocked = blocklist.blocked_among(session, _fingerprints(certificates))
+    for cert in certificates:
+        if cert.fingerprint in blocked:
+            raise KeyBlocked(
+                f"The key {cert.fingerprint} is blocked on this key directory and cannot be "
+                "uploaded. Nothing was stored."
+            )
+        for subkey in cert.subkeys:
+            if subkey.fingerprint in blocked:
+                raise KeyBlocked(
+                    f"The key {cert.fingerprint} carries the subkey {subkey.fingerprint}, "
+                    "which is blocked on this key directory, so the key cannot be uploaded. "
+                    "Nothing was stored."
+                )
 
 
 def _printable(text: str) -> str:

@@ -134,3 +134,9 @@ def count_published_in_domain(session: Session, domain: str) -> int:
         .distinct()
     )
     return len(session.scalars(query).all())
+
+
+def delete(session: Session, cert: CertRow) -> None:
+    """Delete a certificate with its key and address rows (its tokens go by cascade)."""
+    session.delete(cert)
+    session.flush()

@@ -205,3 +205,16 @@ class RateCounterRow(Base):
     client: Mapped[str] = mapped_column(String(64), primary_key=True)
     window: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BlockedKeyRow(Base):
+    """A fingerprint that no upload may bring (back): an operator removed it for good.
+
+    Matched against the primary key and every subkey of each uploaded certificate.
+    """
+
+    __tablename__ = "blocklist"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import OutboxRow
@@ -109,3 +109,25 @@ def pending_count(session: Session) -> int:
         )
         or 0
     )
+
+
+def drop_unsent(session: Session, recipients: Sequence[str]) -> int:
+    """Delete the mails to these recipients that have not gone out yet; how many."""
+    if not recipients:
+        return 0
+    result = session.execute(
+        delete(OutboxRow).where(
+            OutboxRow.recipient.in_(sorted(set(recipients))), OutboxRow.sent_at.is_(None)
+        )
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+def unsent_counts(session: Session) -> tuple[int, int]:
+    """(waiting for a first try, failed at least once and waiting to be retried)."""
+    failed = OutboxRow.attempts > 0
+    rows = session.execute(
+        select(failed, func.count()).where(OutboxRow.sent_at.is_(None)).group_by(failed)
+    ).all()
+    counts = {bool(flag): int(number) for flag, number in rows}
+    return counts.get(False, 0), counts.get(True, 0)

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import TokenPurpose, TokenRow
@@ -76,3 +76,9 @@ def outstanding(
         )
         is not None
     )
+
+
+def delete_for_cert(session: Session, cert_fingerprint: str) -> int:
+    """Delete every token of a certificate, whatever its purpose or state; how many."""
+    result = session.execute(delete(TokenRow).where(TokenRow.cert_fingerprint == cert_fingerprint))
+    return int(getattr(result, "rowcount", 0))
