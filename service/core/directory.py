@@ -340,9 +340,17 @@ class Directory:
         self, session: Session, certs: Sequence[openpgp.Certificate]
     ) -> list[tuple[ImportOutcome, str | None]]:
         now = utcnow()
+        fingerprints = _fingerprints(certs)
+        blocklist.lock(session, fingerprints)
+        blocked = blocklist.blocked_among(session, fingerprints)
         rows = cert_repo.get_many(session, [c.fingerprint for c in certs])
         outcomes: list[tuple[ImportOutcome, str | None]] = []
         for cert in certs:
+            if blocked.intersection((cert.fingerprint, *(s.fingerprint for s in cert.subkeys))):
+                outcomes.append(
+                    (ImportOutcome.REJECTED, "This key (or one of its subkeys) is blocked here.")
+                )
+                continue
             row = rows.get(cert.fingerprint)
             if row is None:
                 row = rows[cert.fingerprint] = CertRow(fingerprint=cert.fingerprint, first_seen=now)

@@ -9,6 +9,7 @@ from typing import BinaryIO
 import pytest
 from sqlalchemy import Engine, func, select
 
+from service.core.admin import Admin
 from service.core.directory import Directory
 from service.core.importer import Importer, ImportReport, Rejection
 from service.db.models import AddressRow, AddressState, CertRow
@@ -169,3 +170,15 @@ def test_import_reads_files_from_disk(directory: Directory, tmp_path: Path) -> N
         report = Importer(directory, workers=0).run([(str(path), handle)])
     assert report.new == 5
     assert report.bytes_read == path.stat().st_size
+
+
+def test_a_blocked_key_is_not_imported(directory: Directory, database: tuple[str, Engine]) -> None:
+    Admin(make_sessionmaker(database[1])).block(ED25519, "legal request")
+    rejections: list[Rejection] = []
+    report = Importer(directory, workers=0).run(
+        [("ring", stream(binary("ed25519.asc") + binary("dsa_elg.asc")))],
+        on_reject=rejections.append,
+    )
+    assert (report.new, report.rejected) == (1, 1)
+    assert rejections[0].fingerprint == ED25519 and "blocked" in rejections[0].reason
+    assert directory.by_fingerprint(ED25519) is None
