@@ -11,16 +11,17 @@ from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from service import __version__
-from service.api import hkp, vks, web, wkd
+from service.api import hkp, responses, vks, web, wkd
+from service.api.fastpath import LookupFastPath
 from service.api.middleware import BodyLimit, HeadAsGet, ProtocolCORS
 from service.core import ratelimit
 from service.core.directory import Directory, Limits, Site
+from service.core.lookups import KeyLookups, LookupUnavailable
 from service.core.parsing import BoundedParser
 from service.core.ratelimit import RateLimited, RateLimiter, Rule
 from service.db.migrate import pending_revision, upgrade
@@ -37,14 +38,8 @@ class SchemaOutdated(RuntimeError):
     """The database schema is older than this code."""
 
 
-def _json_errors(request: Request) -> bool:
-    return request.url.path.startswith("/vks/") and request.method == "POST"
-
-
 def _error(request: Request, status: int, sentence: str) -> Response:
-    if _json_errors(request):
-        return JSONResponse({"error": sentence}, status_code=status)
-    return PlainTextResponse(sentence + "\n", status_code=status)
+    return responses.error_response(request, status, sentence)
 
 
 def limits_from_settings(settings: Settings) -> Limits:
@@ -90,6 +85,12 @@ def create_app(settings: Settings) -> FastAPI:
         on_mail_queued=dispatcher.wake.set,
         parser=parser or read_upload,
     )
+    lookups = KeyLookups(
+        directory,
+        settings.database_url,
+        cache_seconds=settings.lookup_cache_seconds,
+        cache_entries=settings.lookup_cache_entries,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             thread.join(timeout=30)
         if parser is not None:
             parser.close()
+        await lookups.close()
         engine.dispose()
 
     app = FastAPI(
@@ -115,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.directory = directory
+    app.state.lookups = lookups
     app.state.limiter = RateLimiter(
         sessions,
         {
@@ -152,6 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
             response.headers.update(exc.headers)
         return response
 
+    @app.exception_handler(LookupUnavailable)
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database_away(request: Request, exc: Exception) -> Response:
@@ -159,23 +163,18 @@ def create_app(settings: Settings) -> FastAPI:
         # read as "this server is broken" for good, never a hang); the pool reconnects by
         # itself when the database is back.
         log.warning("database unavailable: %s", type(exc).__name__)
-        response = _error(
-            request, 503, "The key directory's database is unavailable; try again in a minute."
-        )
-        response.headers["Retry-After"] = "30"
-        return response
+        return responses.database_unavailable(request)
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> Response:
+        path = request.url.path
+        if path.startswith(("/vks/", "/pks/", "/.well-known/")):
+            return responses.too_many_requests(request, exc.retry_after)
         sentence = (
             "Too many requests of this kind from your address. "
             f"Try again in {exc.retry_after} seconds."
         )
-        path = request.url.path
-        if path.startswith(("/vks/", "/pks/", "/.well-known/")):
-            response = _error(request, 429, sentence)
-        else:
-            response = web.error_page(request, 429, "Too many requests", sentence)
+        response = web.error_page(request, 429, "Too many requests", sentence)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
@@ -192,14 +191,15 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(request, 500, "Something went wrong on our side; it has been logged.")
+        return responses.unexpected_error(request)
 
     return app
 
 
 def wrap(app: FastAPI, settings: Settings) -> ASGIApp:
     """The ASGI stack around the application: CORS outermost, so refusals carry it too."""
-    return ProtocolCORS(HeadAsGet(BodyLimit(app, settings.max_upload_bytes)))
+    inner: ASGIApp = LookupFastPath(app) if settings.lookup_fast_path else app
+    return ProtocolCORS(HeadAsGet(BodyLimit(inner, settings.max_upload_bytes)))
 
 
 def build(settings: Settings) -> ASGIApp:

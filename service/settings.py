@@ -127,6 +127,23 @@ class Settings(BaseSettings):
             "`keydir worker` processes send them."
         ),
     )
+    lookup_fast_path: bool = Field(
+        default=True,
+        description=(
+            "Answer key lookups (VKS, HKP get, WKD) before the web framework's routing. "
+            "The answers are the same; off only to compare."
+        ),
+    )
+    lookup_cache_seconds: float = Field(
+        default=0.0,
+        description=(
+            "Keep lookup answers in each server process for this many seconds (0: off). "
+            "Clients may then see an update this much later than max-age=60 allows."
+        ),
+    )
+    lookup_cache_entries: int = Field(
+        default=10_000, description="Most answers kept by that cache in each process."
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description=(

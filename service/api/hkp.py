@@ -13,12 +13,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from service import openpgp
-from service.api.context import directory_of, enforce
+from service.api.context import directory_of, enforce, enforce_async, lookups_of
 from service.api.responses import key_response, text
 from service.core import queries, ratelimit
-from service.core.directory import Directory, IndexEntry, PublishedKey, UploadRejected
+from service.core.directory import IndexEntry, UploadRejected
+from service.core.lookups import KeyLookups, StoredKey
 
 router = APIRouter(prefix="/pks", tags=["HKP"])
 
@@ -26,8 +28,13 @@ OPERATIONS = ("get", "index", "vindex")
 UNIMPLEMENTED = ("stats", "hget", "photo")
 
 
-def _find(directory: Directory, query: queries.Query) -> PublishedKey | None:
-    key = directory.find(query)
+async def _find(lookups: KeyLookups, query: queries.Query) -> StoredKey | None:
+    if query.kind == "fingerprint":
+        key = await lookups.by_fingerprint(query.value)
+    elif query.kind == "key_id":
+        key = await lookups.by_key_id(query.value)
+    else:
+        key = await lookups.by_address(query.value)
     # v6 keys confuse older HKP clients: over HKP they are served only to a client that
     # asked for their 64-hex fingerprint, which only a v6-aware client knows.
     if (
@@ -55,7 +62,7 @@ def _find(directory: Directory, query: queries.Query) -> PublishedKey | None:
         501: {"description": "Operation not supported.", "content": {"text/plain": {}}},
     },
 )
-def lookup(
+async def lookup(
     request: Request,
     *,
     op: Annotated[
@@ -89,14 +96,13 @@ def lookup(
     except queries.BadQuery as exc:
         return text(str(exc), 400)
     if query.kind == "address":
-        enforce(request, ratelimit.ADDRESS_LOOKUP)
-    directory = directory_of(request)
-    key = _find(directory, query)
+        await enforce_async(request, ratelimit.ADDRESS_LOOKUP)
+    key = await _find(lookups_of(request), query)
     if key is None:
         return text("No key found.", 404)
     if op == "get":
         return key_response(request, key, filename=False)
-    entry = directory.index(key.fingerprint)
+    entry = await run_in_threadpool(directory_of(request).index, key.fingerprint)
     if entry is None:
         return text("No key found.", 404)
     machine_readable = "mr" in (options or "").split(",")

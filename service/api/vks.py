@@ -12,12 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from service import openpgp
-from service.api.context import directory_of, enforce
-from service.api.responses import PGP_KEYS, key_response, text
+from service.api.context import directory_of, enforce, enforce_async, lookups_of
+from service.api.responses import PGP_KEYS, ServedKey, key_response, text
 from service.core import queries, ratelimit
 from service.core.directory import (
     AddressState,
-    PublishedKey,
     UploadRejected,
     VerifyRejected,
 )
@@ -80,7 +79,7 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _answer(request: Request, key: PublishedKey | None, what: str) -> Response:
+def _answer(request: Request, key: ServedKey | None, what: str) -> Response:
     if key is None:
         return text(f"No key found for {what}.", 404)
     return key_response(request, key)
@@ -93,7 +92,7 @@ def _answer(request: Request, key: PublishedKey | None, what: str) -> Response:
     responses=_KEY_RESPONSES,
     summary="Get a key by the fingerprint of its primary key or a subkey",
 )
-def by_fingerprint(
+async def by_fingerprint(
     request: Request,
     fingerprint: Annotated[
         str,
@@ -108,7 +107,8 @@ def by_fingerprint(
         value = queries.parse_fingerprint(fingerprint)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
-    return _answer(request, directory_of(request).by_fingerprint(value), f"fingerprint {value}")
+    key = await lookups_of(request).by_fingerprint(value)
+    return _answer(request, key, f"fingerprint {value}")
 
 
 @router.get(
@@ -118,7 +118,7 @@ def by_fingerprint(
     responses=_KEY_RESPONSES,
     summary="Get a key by the 16-hex key ID of its primary key or a subkey",
 )
-def by_keyid(
+async def by_keyid(
     request: Request,
     key_id: Annotated[
         str,
@@ -132,7 +132,7 @@ def by_keyid(
         value = queries.parse_key_id(key_id)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
-    return _answer(request, directory_of(request).by_key_id(value), f"key ID {value}")
+    return _answer(request, await lookups_of(request).by_key_id(value), f"key ID {value}")
 
 
 @router.get(
@@ -142,7 +142,7 @@ def by_keyid(
     responses=_KEY_RESPONSES,
     summary="Get the key published for a confirmed e-mail address",
 )
-def by_email(
+async def by_email(
     request: Request,
     address: Annotated[
         str,
@@ -155,9 +155,9 @@ def by_email(
         value = queries.parse_address(address)
     except queries.BadQuery as exc:
         return text(str(exc), 400)
-    enforce(request, ratelimit.ADDRESS_LOOKUP)
+    await enforce_async(request, ratelimit.ADDRESS_LOOKUP)
     # The 404 sentence is the same whether or not the address is on some unpublished key.
-    return _answer(request, directory_of(request).by_address(value), "this address")
+    return _answer(request, await lookups_of(request).by_address(value), "this address")
 
 
 @router.post(

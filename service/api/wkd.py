@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from service.api.context import directory_of, enforce
+from service.api.context import directory_of, enforce_async, lookups_of
 from service.api.responses import CACHE_CONTROL
 from service.core import ratelimit
 from service.core.wkd import HASH_PATTERN
@@ -44,12 +44,12 @@ def _served_domain(request: Request, domain: str) -> bool:
     return not allowed or domain in allowed
 
 
-def _key(request: Request, domain: str, wkd_hash: str) -> Response:
-    enforce(request, ratelimit.ADDRESS_LOOKUP)
+async def _key(request: Request, domain: str, wkd_hash: str) -> Response:
+    await enforce_async(request, ratelimit.ADDRESS_LOOKUP)
     domain = domain.lower().rstrip(".")
     if not HASH_PATTERN.match(wkd_hash) or not _served_domain(request, domain):
         return PlainTextResponse(_NOT_FOUND, status_code=404)
-    body = directory_of(request).wkd(domain, wkd_hash)
+    body = await lookups_of(request).wkd(domain, wkd_hash)
     if body is None:
         return PlainTextResponse(_NOT_FOUND, status_code=404)
     return Response(
@@ -73,12 +73,12 @@ def _advanced_host_ok(request: Request, domain: str) -> bool:
         404: {"content": {"text/plain": {}}, "description": "Not found."},
     },
 )
-def advanced(request: Request, domain: str, wkd_hash: str) -> Response:
+async def advanced(request: Request, domain: str, wkd_hash: str) -> Response:
     if not _advanced_host_ok(request, domain):
         return PlainTextResponse(
             f"This host name does not serve WKD for {domain}.\n", status_code=404
         )
-    return _key(request, domain, wkd_hash)
+    return await _key(request, domain, wkd_hash)
 
 
 @router.get(
@@ -104,8 +104,8 @@ def advanced_policy(request: Request, domain: str) -> Response:
         404: {"content": {"text/plain": {}}, "description": "Not found."},
     },
 )
-def direct(request: Request, wkd_hash: str) -> Response:
-    return _key(request, _host(request), wkd_hash)
+async def direct(request: Request, wkd_hash: str) -> Response:
+    return await _key(request, _host(request), wkd_hash)
 
 
 @router.get(

@@ -50,6 +50,10 @@ class RateLimiter:
         if self.redis_url:
             self._redis = FixedWindowRateLimiter(storage_from_string(self.redis_url))
 
+    def active(self, bucket: str) -> bool:
+        rule = self.rules.get(bucket)
+        return rule is not None and rule.limit > 0
+
     def check(self, bucket: str, client: str) -> None:
         """Count a request; raise RateLimited when the client is over the bucket's limit."""
         rule = self.rules.get(bucket)
