@@ -109,3 +109,9 @@ def pending_count(session: Session) -> int:
         )
         or 0
     )
+
+
+def count_unsent(session: Session) -> int:
+    """Mails not sent yet, due or waiting for a retry (the outbox depth)."""
+    query = select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
+    return session.scalar(query) or 0
