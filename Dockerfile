@@ -21,5 +21,5 @@ WORKDIR /var/lib/keydir
 ENV KEYDIR_DATABASE_URL=sqlite:////var/lib/keydir/keydir.sqlite3
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/', timeout=4)" || exit 1
+    CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)" || exit 1
 CMD ["keydir", "serve", "--host", "0.0.0.0", "--port", "8080"]
