@@ -16,11 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from service import __version__
-from service.api import hkp, responses, vks, web, wkd
+from service.api import hkp, ops, responses, vks, web, wkd
 from service.api.fastpath import LookupFastPath
-from service.api.middleware import BodyLimit, HeadAsGet, ProtocolCORS
+from service.api.middleware import BodyLimit, HeadAsGet, Observe, ProtocolCORS, RouteProbe
 from service.core import ratelimit
 from service.core.directory import Directory, Limits, Site
+from service.core.health import Readiness
 from service.core.lookups import KeyLookups, LookupUnavailable
 from service.core.parsing import BoundedParser
 from service.core.ratelimit import RateLimited, RateLimiter, Rule
@@ -28,6 +29,7 @@ from service.db.migrate import pending_revision, upgrade
 from service.db.session import make_engine, make_sessionmaker
 from service.mail.dispatcher import Dispatcher
 from service.mail.senders import sender_from_settings
+from service.metrics import Metrics
 from service.openpgp import KeyLimits, read_upload
 from service.settings import Settings
 
@@ -70,7 +72,10 @@ def create_app(settings: Settings) -> FastAPI:
             "Run `keydir migrate` (with the same KEYDIR_DATABASE_URL), then start again."
         )
     sessions = make_sessionmaker(engine)
-    dispatcher = Dispatcher(sessions, sender_from_settings(settings), settings.mail_from)
+    metrics = Metrics()
+    dispatcher = Dispatcher(
+        sessions, sender_from_settings(settings), settings.mail_from, metrics=metrics
+    )
     parser = (
         BoundedParser(
             settings.parse_workers, settings.parse_timeout_seconds, settings.parse_memory_bytes
@@ -84,13 +89,15 @@ def create_app(settings: Settings) -> FastAPI:
         Site(settings.base_url),
         on_mail_queued=dispatcher.wake.set,
         parser=parser or read_upload,
+        metrics=metrics,
     )
     lookups = KeyLookups(
         directory,
-        settings.database_url,
+        settings.lookup_database_url or settings.database_url,
         cache_seconds=settings.lookup_cache_seconds,
         cache_entries=settings.lookup_cache_entries,
     )
+    metrics.read_store_with(directory.stats)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -129,11 +136,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.dispatcher = dispatcher
     app.state.engine = engine
-    app.include_router(vks.router)
-    app.include_router(hkp.router)
-    app.include_router(wkd.router)
-    app.include_router(wkd.check_router)
-    app.include_router(web.router)
+    app.state.metrics = metrics
+    app.state.readiness = Readiness(engine)
+    routers = (vks.router, hkp.router, wkd.router, wkd.check_router, web.router, ops.router)
+    for router in routers:
+        app.include_router(router)
+    # Our routes with their full templates, for naming requests that never reach the router.
+    app.state.route_table = [route for router in routers for route in router.routes]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -190,16 +199,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # The route template, never the path: paths carry tokens and addresses.
+        route = getattr(request.scope.get("route"), "path", "an unmatched path")
+        log.exception("unexpected error on %s %s", request.method, route)
         return responses.unexpected_error(request)
 
     return app
 
 
 def wrap(app: FastAPI, settings: Settings) -> ASGIApp:
-    """The ASGI stack around the application: CORS outermost, so refusals carry it too."""
+    """The ASGI stack around the application: the request log and metrics outermost, so
+    they see every answer; then CORS, so refusals carry it too; the lookup fast path
+    innermost, so that its answers are observed like every other."""
     inner: ASGIApp = LookupFastPath(app) if settings.lookup_fast_path else app
-    return ProtocolCORS(HeadAsGet(BodyLimit(inner, settings.max_upload_bytes)))
+    stack = ProtocolCORS(HeadAsGet(BodyLimit(RouteProbe(inner), settings.max_upload_bytes)))
+    return Observe(stack, app.state.metrics, app.state.route_table, hsts=settings.tls_proxy)
 
 
 def build(settings: Settings) -> ASGIApp:

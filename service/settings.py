@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.logs import LogFormat
 
 
 class SmtpTls(StrEnum):
@@ -127,6 +130,13 @@ class Settings(BaseSettings):
             "`keydir worker` processes send them."
         ),
     )
+    lookup_database_url: str | None = Field(
+        default=None,
+        description=(
+            "Where key lookups read (a PostgreSQL streaming replica of the main database); "
+            "unset: the main database."
+        ),
+    )
     lookup_fast_path: bool = Field(
         default=True,
         description=(
@@ -151,6 +161,34 @@ class Settings(BaseSettings):
             "no for other databases (run `keydir migrate`)."
         ),
     )
+    metrics_allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description=(
+            "Networks that may read /metrics (JSON list); others get 403. Default: loopback "
+            'only. `["0.0.0.0/0", "::/0"]` makes the metrics public; `[]` closes them to all.'
+        ),
+    )
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT,
+        description="Log lines as plain text (text) or one JSON object per line (json).",
+    )
+    tls_proxy: bool = Field(
+        default=False,
+        description=(
+            "A TLS-terminating proxy is in front: send Strict-Transport-Security as when "
+            "`keydir serve --tls-cert` serves HTTPS itself."
+        ),
+    )
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not an IP network (e.g. 10.0.0.0/8)") from exc
+        return value
 
     @property
     def is_sqlite(self) -> bool:

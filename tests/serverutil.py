@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,12 +38,21 @@ def wait_until_up(process: subprocess.Popen[bytes], port: int, log: Path) -> Non
 
 
 @contextmanager
-def running_server(workdir: Path, log: Path, port: int | None = None, **env: str) -> Iterator[str]:
-    """Start `keydir serve` with extra KEYDIR_ settings; yield its base URL."""
+def running_server(
+    workdir: Path,
+    log: Path,
+    port: int | None = None,
+    args: Sequence[str] = (),
+    scheme: str = "http",
+    host: str = "127.0.0.1",
+    **env: str,
+) -> Iterator[str]:
+    """Start `keydir serve` (with extra ``args``) with extra KEYDIR_ settings; yield its
+    base URL."""
     port = port or free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [KEYDIR, "serve", "--port", str(port)],
+            [KEYDIR, "serve", "--port", str(port), *args],
             env={**os.environ, **env},
             cwd=workdir,
             stdout=output,
@@ -51,7 +60,7 @@ def running_server(workdir: Path, log: Path, port: int | None = None, **env: str
         )
         try:
             wait_until_up(process, port, log)
-            yield f"http://127.0.0.1:{port}"
+            yield f"{scheme}://{host}:{port}"
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 from pathlib import Path
 
@@ -11,8 +12,17 @@ def _openssl(*args: str) -> None:
     assert result.returncode == 0, result.stderr.decode()
 
 
+def _san(name: str) -> str:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return f"DNS:{name}"
+    return f"IP:{name}"
+
+
 def make_certificates(directory: Path, *names: str) -> tuple[Path, Path, Path]:
-    """(CA certificate, server key, server certificate) for DNS ``names``."""
+    """(CA certificate, server key, server certificate) for ``names`` (DNS names or IP
+    addresses) in ``directory`` (which must exist)."""
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
     key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
     ext = directory / "server.ext"
@@ -48,7 +58,7 @@ def make_certificates(directory: Path, *names: str) -> tuple[Path, Path, Path]:
         f"/CN={names[0]}",
     )
     ext.write_text(
-        "subjectAltName=" + ",".join(f"DNS:{name}" for name in names) + "\n"
+        "subjectAltName=" + ",".join(_san(name) for name in names) + "\n"
         "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
         "keyUsage=digitalSignature,keyEncipherment\n"
     )

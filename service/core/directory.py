@@ -28,6 +28,7 @@ from service.db import certs as cert_repo
 from service.db import tokens as token_repo
 from service.db.models import AddressRow, AddressState, CertRow, TokenPurpose, utcnow
 from service.mail import messages
+from service.metrics import Metrics, Stats
 
 __all__ = [
     "AddressState",
@@ -179,8 +180,11 @@ class Directory:
         site: Site | None = None,
         on_mail_queued: Callable[[], None] | None = None,
         parser: Callable[..., openpgp.ParsedUpload] = openpgp.read_upload,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessions = sessions
+        self._metrics = metrics
         # openpgp.read_upload in this process, or a BoundedParser (worker processes).
         self._parse = parser
         self.limits = limits or Limits()
@@ -220,6 +224,23 @@ class Directory:
         (HKP uploads: GnuPG users have no other way to ask). Raises ``openpgp.KeyRejected``
         (bad input) or ``UploadRejected`` with a sentence.
         """
+        try:
+            parsed = self._read(data, single=single)
+            result = self._transaction(
+                lambda session: self._store(session, parsed, offer_verification=offer_verification)
+            )
+        except (openpgp.KeyRejected, UploadRejected):
+            if self._metrics is not None:
+                self._metrics.upload("rejected")
+            raise
+        if self._metrics is not None:
+            for key in result.keys:
+                self._metrics.upload(
+                    "created" if key.new else "updated" if key.changed else "unchanged"
+                )
+        return result
+
+    def _read(self, data: bytes, *, single: bool) -> openpgp.ParsedUpload:
         parsed = self._parse(
             data,
             max_keys=self.limits.max_keys_per_upload,
@@ -228,9 +249,7 @@ class Directory:
         )
         if single and len(parsed.certificates) > 1:
             raise UploadRejected("The upload holds several keys; upload one key at a time here.")
-        return self._transaction(
-            lambda session: self._store(session, parsed, offer_verification=offer_verification)
-        )
+        return parsed
 
     def _store(
         self, session: Session, parsed: openpgp.ParsedUpload, *, offer_verification: bool
@@ -446,6 +465,15 @@ class Directory:
                 row.expires,
                 row.revoked,
                 user_ids,
+            )
+
+    def stats(self) -> Stats:
+        """How many keys, published addresses and unsent mails the store holds."""
+        with self._sessions() as session:
+            return Stats(
+                keys=cert_repo.count(session),
+                published_addresses=cert_repo.count_published_addresses(session),
+                outbox_depth=outbox.count_unsent(session),
             )
 
     # -- verification -----------------------------------------------------------------------

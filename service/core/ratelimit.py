@@ -79,20 +79,22 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: list[st
     """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
     untrusted address in X-Forwarded-For (only trusted proxies may speak for others)."""
 
-    def is_trusted(address: str) -> bool:
-        for entry in trusted:
-            try:
-                if ipaddress.ip_address(address) in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                if address == entry:
-                    return True
-        return False
-
     address = peer or "unknown"
-    if forwarded_for and is_trusted(address):
+    if forwarded_for and is_trusted_proxy(address, trusted):
         for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
             address = hop
-            if not is_trusted(hop):
+            if not is_trusted_proxy(hop, trusted):
                 break
     return address
+
+
+def is_trusted_proxy(address: str, trusted: list[str]) -> bool:
+    """Is ``address`` one of the proxies (addresses or networks) in ``trusted``?"""
+    for entry in trusted:
+        try:
+            if ipaddress.ip_address(address) in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            if address == entry:
+                return True
+    return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from service.db.models import AddressRow, AddressState, CertKeyRow, CertRow
@@ -140,3 +140,15 @@ def delete(session: Session, cert: CertRow) -> None:
     """Delete a certificate with its key and address rows (its tokens go by cascade)."""
     session.delete(cert)
     session.flush()
+
+
+def count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(CertRow)) or 0
+
+
+def count_published_addresses(session: Session) -> int:
+    """Distinct confirmed, published addresses (an address moved to a newer key counts once)."""
+    query = select(func.count(func.distinct(AddressRow.address))).where(
+        AddressRow.state == AddressState.PUBLISHED.value
+    )
+    return session.scalar(query) or 0

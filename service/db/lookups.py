@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -86,7 +87,13 @@ class SqliteLookups:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            connection = sqlite3.connect(self._path, timeout=5, check_same_thread=False)
+            # Read-only, and never creating a database file where there is none.
+            connection = sqlite3.connect(
+                f"file:{urllib.parse.quote(self._path)}?mode=ro",
+                uri=True,
+                timeout=5,
+                check_same_thread=False,
+            )
             connection.execute("PRAGMA query_only = ON")
             self._connection = connection
         return self._connection

@@ -131,3 +131,9 @@ def unsent_counts(session: Session) -> tuple[int, int]:
     ).all()
     counts = {bool(flag): int(number) for flag, number in rows}
     return counts.get(False, 0), counts.get(True, 0)
+
+
+def count_unsent(session: Session) -> int:
+    """Mails not sent yet, due or waiting for a retry (the outbox depth)."""
+    query = select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
+    return session.scalar(query) or 0

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import outbox
 from service.db.models import utcnow
 from service.mail.senders import Sender, SendFailed, build_email
+from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,10 @@ class Dispatcher:
         *,
         lease: timedelta = timedelta(minutes=5),
         batch: int = 20,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessions = sessions
+        self._metrics = metrics
         self._sender = sender
         self._mail_from = mail_from
         self._lease = lease
@@ -99,6 +102,8 @@ class Dispatcher:
                 )
             except SendFailed as exc:
                 failed += 1
+                if self._metrics is not None:
+                    self._metrics.mail("failed")
                 retry_at = utcnow() + backoff(mail.attempts)
                 with self._sessions.begin() as session:
                     outbox.mark_failed(session, mail.id, self.owner, str(exc), retry_at)
@@ -108,6 +113,8 @@ class Dispatcher:
             with self._sessions.begin() as session:
                 outbox.mark_sent(session, mail.id, self.owner, utcnow())
             sent += 1
+            if self._metrics is not None:
+                self._metrics.mail("sent")
         if sent or failed:
             log.info("outbox: %s sent, %s failed", sent, failed)
         return Report(sent, failed)

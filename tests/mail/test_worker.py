@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ def test_worker_process_sends_queued_mail_and_stops_cleanly(
         "KEYDIR_DATABASE_URL": database[0],
         "KEYDIR_SMTP_HOST": "127.0.0.1",
         "KEYDIR_SMTP_PORT": str(smtp.port),
+        "KEYDIR_LOG_FORMAT": "json",
     }
     with log.open("wb") as output:
         worker = subprocess.Popen(
@@ -46,5 +48,8 @@ def test_worker_process_sends_queued_mail_and_stops_cleanly(
         "eddie2@example.org",
         "eddie@example.org",
     ]
-    # No address appears in the worker's log.
-    assert "example.org" not in log.read_text()
+    # No address appears in the worker's log; its log lines are JSON, as the server's.
+    written = log.read_text()
+    assert "example.org" not in written
+    logged = [json.loads(line) for line in written.splitlines() if line.startswith("{")]
+    assert any(e["message"] == "outbox: 2 sent, 0 failed" for e in logged), written

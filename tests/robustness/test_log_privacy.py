@@ -69,6 +69,9 @@ def test_server_log_holds_no_tokens_addresses_or_keys(
         )
     written = log.read_text()
     assert "Application startup complete" in written  # the log is there and was read
+    # One line per request, naming the route template.
+    assert "GET /vks/v1/by-email/{address} 200 " in written
+    assert "POST /verify/{token} 200 " in written
     for secret in (
         uploaded["token"],
         token,

@@ -1,0 +1,97 @@
+"""Logging for `keydir serve` and `keydir worker`: one configuration, text or JSON lines.
+
+Every record carries the id of the request it belongs to (``-`` outside requests), so the
+request line and anything logged while serving it can be found together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+REQUEST_ID: ContextVar[str] = ContextVar("keydir_request_id", default="-")
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "request_id",
+}
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, request_id, message, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", REQUEST_ID.get()),
+            "message": record.getMessage(),
+        }
+        entry.update(
+            (name, value)
+            for name, value in vars(record).items()
+            if name not in _STANDARD and not name.startswith("_")
+        )
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def config(level: str, log_format: LogFormat) -> dict[str, Any]:
+    """A `logging.config.dictConfig` document; uvicorn applies it in every worker process."""
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": f"{__name__}.RequestIdFilter"}},
+        "formatters": {
+            "text": {"()": f"{__name__}.TextFormatter"},
+            "json": {"()": f"{__name__}.JsonFormatter"},
+        },
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": log_format.value,
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+        "loggers": {
+            # uvicorn's own loggers go through ours (same format); its access log stays off:
+            # it writes raw paths, which carry tokens and looked-up addresses.
+            "uvicorn": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }
+
+
+def configure(level: str, log_format: LogFormat) -> None:
+    logging.config.dictConfig(config(level, log_format))
