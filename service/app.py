@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -103,7 +104,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         thread = dispatcher.start_thread(stop) if settings.dispatch_mail else None
+        # What start-up made (modules, routes, templates) lives as long as the process:
+        # keep the collector from walking it again and again under load.
+        gc.collect()
+        gc.freeze()
         yield
+        gc.unfreeze()
         stop.set()
         dispatcher.wake.set()
         if thread is not None:

@@ -13,7 +13,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
-from starlette.concurrency import run_in_threadpool
 
 from service import openpgp
 from service.api.context import directory_of, enforce, enforce_async, lookups_of
@@ -102,7 +101,7 @@ async def lookup(
         return text("No key found.", 404)
     if op == "get":
         return key_response(request, key, filename=False)
-    entry = await run_in_threadpool(directory_of(request).index, key.fingerprint)
+    entry = await lookups_of(request).index(key.fingerprint)
     if entry is None:
         return text("No key found.", 404)
     machine_readable = "mr" in (options or "").split(",")

@@ -6,8 +6,10 @@ Pure ASGI (not BaseHTTPMiddleware) so that lookups pay almost nothing for it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -231,7 +233,7 @@ class Observe:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = _incoming_request_id(scope) or secrets.token_hex(12)
+        request_id = _incoming_request_id(scope) or _new_request_id()
         observed = _Observed()
         scope = {**scope, _SCOPE_KEY: observed}
         hsts = self.hsts or scope.get("scheme") == "https"
@@ -310,6 +312,26 @@ class RouteProbe:
                 observed.route = getattr(route, "path", None)
             elif observed is not None and "keydir.route" in scope:
                 observed.route = scope["keydir.route"]  # answered by the lookup fast path
+
+
+class _RequestIds:
+    """Request ids need to be unique, not secret: a random prefix per process (made anew
+    in a forked child) and a counter; os.urandom for each request cost more than the rest
+    of the request line."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._prefix = secrets.token_hex(6)
+        return f"{self._prefix}{next(self._counter):012x}"
+
+
+_new_request_id = _RequestIds()
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -7,6 +7,7 @@ and the web pages translate these calls; none of them decides what is published.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import unicodedata
@@ -444,28 +445,19 @@ class Directory:
             row = cert_repo.get(session, fingerprint)
             if row is None:
                 return None
-            published = {
-                a.address: a.state == AddressState.REVOKED.value
-                for a in row.addresses
-                if a.state in (AddressState.PUBLISHED.value, AddressState.REVOKED.value)
-            }
-            user_ids = []
-            if published:
-                user_ids = [
-                    IndexedUserId(uid.text, uid.revoked)
-                    for uid in openpgp.load(row.full_data).user_ids
-                    if uid.address in published and (uid.valid or uid.revoked)
+            if row.published_uids is not None:
+                listed = [
+                    IndexedUserId(text, revoked) for text, revoked in json.loads(row.published_uids)
                 ]
-            return IndexEntry(
-                row.fingerprint,
-                row.version,
-                row.algorithm,
-                row.bits,
-                row.created,
-                row.expires,
-                row.revoked,
-                user_ids,
-            )
+                return index_entry(row, listed)
+            served = set(cert_repo.published_addresses(row))
+            user_ids = []
+            if served:
+                cert = openpgp.load(row.full_data)
+                user_ids = [
+                    IndexedUserId(uid.text, uid.revoked) for uid in _indexed_user_ids(cert, served)
+                ]
+            return index_entry(row, user_ids)
 
     def stats(self) -> Stats:
         """How many keys, published addresses and unsent mails the store holds."""
@@ -820,12 +812,33 @@ def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
     _render(row, cert)
 
 
+def _indexed_user_ids(cert: openpgp.Certificate, served: set[str]) -> list[openpgp.UserId]:
+    """The user IDs an index lists: those of published (or revoked) addresses."""
+    return [uid for uid in cert.user_ids if uid.address in served and (uid.valid or uid.revoked)]
+
+
+def index_entry(row: CertRow, user_ids: list[IndexedUserId]) -> IndexEntry:
+    return IndexEntry(
+        row.fingerprint,
+        row.version,
+        row.algorithm,
+        row.bits,
+        row.created,
+        row.expires,
+        row.revoked,
+        user_ids,
+    )
+
+
 def _render(row: CertRow, cert: openpgp.Certificate) -> None:
     """Pre-compute what lookups serve: the key with its published user IDs only."""
     served = cert_repo.published_addresses(row)
     armor = cert.armored(served)
     row.published_armor = armor
     row.published_digest = hashlib.sha256(armor.encode("ascii")).hexdigest()
+    row.published_uids = json.dumps(
+        [[uid.text, uid.revoked] for uid in _indexed_user_ids(cert, set(served))]
+    )
     # WKD answers carry only the user IDs of the requested address (draft section 3.1).
     for address in row.addresses:
         address.wkd_data = cert.published([address.address]) if address.address in served else None

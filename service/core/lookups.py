@@ -8,6 +8,7 @@ few seconds (bounded in entries), for deployments with hot keys and no caching p
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -15,8 +16,14 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from service.core.directory import Directory, PublishedKey
-from service.db.lookups import LookupReader, LookupUnavailable, StoredKey, make_reader
+from service.core.directory import Directory, IndexedUserId, IndexEntry, PublishedKey
+from service.db.lookups import (
+    LookupReader,
+    LookupUnavailable,
+    StoredIndex,
+    StoredKey,
+    make_reader,
+)
 
 __all__ = ["KeyLookups", "LookupUnavailable", "StoredKey"]
 
@@ -49,6 +56,9 @@ class _DirectoryReader:
     async def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
         return await anyio.to_thread.run_sync(self._directory.wkd, domain, wkd_hash)
 
+    async def index(self, fingerprint: str) -> StoredIndex | None:
+        return None  # KeyLookups.index asks the Directory itself
+
     async def close(self) -> None:
         return None
 
@@ -64,6 +74,7 @@ class KeyLookups:
     ) -> None:
         reader = make_reader(database_url)
         self.fast = reader is not None
+        self._directory = directory
         self._reader: LookupReader = reader or _DirectoryReader(directory)
         self._ttl = cache_seconds
         self._capacity = cache_entries if cache_seconds > 0 else 0
@@ -98,6 +109,23 @@ class KeyLookups:
     async def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
         return await self._cached(
             "wkd", f"{domain}/{wkd_hash}", lambda: self._reader.wkd(domain, wkd_hash)
+        )
+
+    async def index(self, fingerprint: str) -> IndexEntry | None:
+        """The HKP index entry of a stored key: one read of what was made when it was stored
+        (the Directory makes it from the key for rows stored before that existed)."""
+        stored = await self._reader.index(fingerprint)
+        if stored is None or stored.published_uids is None:
+            return await anyio.to_thread.run_sync(self._directory.index, fingerprint)
+        return IndexEntry(
+            stored.fingerprint,
+            stored.version,
+            stored.algorithm,
+            stored.bits,
+            stored.created,
+            stored.expires,
+            stored.revoked,
+            [IndexedUserId(text, revoked) for text, revoked in json.loads(stored.published_uids)],
         )
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ import sqlite3
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -26,7 +27,12 @@ from service.db.models import AddressState
 assert AddressState.PUBLISHED.value == "published"
 assert AddressState.REVOKED.value == "revoked"
 
-# Primary keys first, then the oldest certificate: as certs.find_by_key.
+# Primary keys first, then the oldest certificate: as certs.find_by_key. Most lookups name
+# a primary key, which one probe of the certs table answers; subkeys need the join.
+_PRIMARY = (
+    "SELECT fingerprint, published_armor, published_digest, version FROM certs "
+    "WHERE {column} = {p} ORDER BY first_seen, fingerprint LIMIT 1"
+)
 _BY_KEY = (
     "SELECT c.fingerprint, c.published_armor, c.published_digest, c.version FROM cert_keys k "
     "JOIN certs c ON c.fingerprint = k.cert_fingerprint WHERE k.{column} = {p} "
@@ -39,17 +45,59 @@ _BY_ADDRESS = (
     "WHERE a.address = {p} AND a.state = 'published' "
     "ORDER BY a.verified_at DESC, a.id DESC LIMIT 1"
 )
-# As certs.find_wkd.
+# As certs.find_wkd: one indexed probe per hash column (an OR of the two made SQLite walk
+# every address of the domain).
 _WKD = (
-    "SELECT wkd_data FROM addresses "
-    "WHERE domain = {p} AND (wkd_hash = {p} OR wkd_hash_alt = {p}) "
+    "SELECT wkd_data, verified_at, id FROM addresses WHERE domain = {p} AND wkd_hash = {p} "
     "AND state IN ('published', 'revoked') AND wkd_data IS NOT NULL "
-    "ORDER BY verified_at DESC, id DESC LIMIT 1"
+    "UNION ALL SELECT wkd_data, verified_at, id FROM addresses "
+    "WHERE domain = {p} AND wkd_hash_alt = {p} "
+    "AND state IN ('published', 'revoked') AND wkd_data IS NOT NULL "
+    "ORDER BY 2 DESC, 3 DESC LIMIT 1"
+)
+
+
+# The HKP index of a key, made when the key was stored.
+_INDEX = (
+    "SELECT fingerprint, version, algorithm, bits, created, expires, revoked, published_uids "
+    "FROM certs WHERE fingerprint = {p}"
 )
 
 
 class LookupUnavailable(Exception):
     """The database did not answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIndex:
+    fingerprint: str
+    version: int
+    algorithm: int
+    bits: int
+    created: datetime
+    expires: datetime | None
+    revoked: bool
+    published_uids: str | None  # JSON [[user ID, revoked], …]; None: not made yet
+
+
+def _utc(value: datetime | str | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ISO text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _index(row: Any) -> StoredIndex | None:
+    if row is None:
+        return None
+    fingerprint, version, algorithm, bits, created, expires, revoked, uids = row
+    made = _utc(created)
+    assert made is not None
+    return StoredIndex(
+        fingerprint, version, algorithm, bits, made, _utc(expires), bool(revoked), uids
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +113,20 @@ class LookupReader(Protocol):
     async def by_key_id(self, key_id: str) -> StoredKey | None: ...
     async def by_address(self, address: str) -> StoredKey | None: ...
     async def wkd(self, domain: str, wkd_hash: str) -> bytes | None: ...
+    async def index(self, fingerprint: str) -> StoredIndex | None: ...
     async def close(self) -> None: ...
 
 
 class _Statements:
     def __init__(self, placeholder: str) -> None:
         p = placeholder
+        self.primary_fingerprint = _PRIMARY.format(column="fingerprint", p=p)
+        self.primary_key_id = _PRIMARY.format(column="key_id", p=p)
         self.by_fingerprint = _BY_KEY.format(column="fingerprint", p=p)
         self.by_key_id = _BY_KEY.format(column="key_id", p=p)
         self.by_address = _BY_ADDRESS.format(p=p)
         self.wkd = _WKD.format(p=p)
+        self.index = _INDEX.format(p=p)
 
 
 class SqliteLookups:
@@ -108,11 +160,15 @@ class SqliteLookups:
             raise LookupUnavailable(str(exc)) from exc
 
     async def by_fingerprint(self, fingerprint: str) -> StoredKey | None:
-        row = self._one(self._sql.by_fingerprint, (fingerprint,))
+        row = self._one(self._sql.primary_fingerprint, (fingerprint,)) or self._one(
+            self._sql.by_fingerprint, (fingerprint,)
+        )
         return None if row is None else StoredKey(*row)
 
     async def by_key_id(self, key_id: str) -> StoredKey | None:
-        row = self._one(self._sql.by_key_id, (key_id,))
+        row = self._one(self._sql.primary_key_id, (key_id,)) or self._one(
+            self._sql.by_key_id, (key_id,)
+        )
         return None if row is None else StoredKey(*row)
 
     async def by_address(self, address: str) -> StoredKey | None:
@@ -120,8 +176,11 @@ class SqliteLookups:
         return None if row is None else StoredKey(*row)
 
     async def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
-        row = self._one(self._sql.wkd, (domain, wkd_hash, wkd_hash))
+        row = self._one(self._sql.wkd, (domain, wkd_hash, domain, wkd_hash))
         return None if row is None else bytes(row[0])
+
+    async def index(self, fingerprint: str) -> StoredIndex | None:
+        return _index(self._one(self._sql.index, (fingerprint,)))
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -172,11 +231,15 @@ class PostgresLookups:
         raise AssertionError("unreachable")
 
     async def by_fingerprint(self, fingerprint: str) -> StoredKey | None:
-        row = await self._one(self._sql.by_fingerprint, (fingerprint,))
+        row = await self._one(self._sql.primary_fingerprint, (fingerprint,))
+        if row is None:
+            row = await self._one(self._sql.by_fingerprint, (fingerprint,))
         return None if row is None else StoredKey(*row)
 
     async def by_key_id(self, key_id: str) -> StoredKey | None:
-        row = await self._one(self._sql.by_key_id, (key_id,))
+        row = await self._one(self._sql.primary_key_id, (key_id,))
+        if row is None:
+            row = await self._one(self._sql.by_key_id, (key_id,))
         return None if row is None else StoredKey(*row)
 
     async def by_address(self, address: str) -> StoredKey | None:
@@ -184,8 +247,11 @@ class PostgresLookups:
         return None if row is None else StoredKey(*row)
 
     async def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
-        row = await self._one(self._sql.wkd, (domain, wkd_hash, wkd_hash))
+        row = await self._one(self._sql.wkd, (domain, wkd_hash, domain, wkd_hash))
         return None if row is None else bytes(row[0])
+
+    async def index(self, fingerprint: str) -> StoredIndex | None:
+        return _index(await self._one(self._sql.index, (fingerprint,)))
 
     async def close(self) -> None:
         while self._idle:

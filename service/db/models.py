@@ -83,6 +83,9 @@ class CertRow(Base):
     published_armor: Mapped[str] = mapped_column(Text)
     # SHA-256 of published_armor: the strong ETag of every lookup that serves it.
     published_digest: Mapped[str] = mapped_column(String(64))
+    # The HKP index of the published view: a JSON list of [user ID, revoked], made with
+    # published_armor (NULL on rows stored before it existed: then made on request).
+    published_uids: Mapped[str | None] = mapped_column(Text)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

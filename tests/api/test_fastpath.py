@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from service.app import build
 from service.core import wkd
+from service.db.models import CertRow
 from service.settings import Settings
 from tests.api.test_verification import publish, upload
 from tests.mailutil import SmtpServer
@@ -144,3 +145,22 @@ def test_a_short_lived_cache_serves_repeat_lookups_and_forgets_them(
         client.get("/vks/v1/by-fingerprint/" + "AB" * 20)
         client.get("/vks/v1/by-fingerprint/" + "CD" * 20)
         assert client.get(f"/vks/v1/by-fingerprint/{ED}").text != before
+
+
+def test_the_index_made_at_storage_equals_the_one_made_from_the_key(
+    clients: tuple[TestClient, TestClient], smtp: SmtpServer, database: tuple[str, Engine]
+) -> None:
+    fast, _ = clients
+    publish(fast, smtp, database[1], "rsa_multi_uid.asc", "rita@example.org")
+    publish(fast, smtp, database[1], "uid_revoked.asc", "una@example.org")
+    paths = [
+        "/pks/lookup?op=index&options=mr&search=rita@example.org",
+        "/pks/lookup?op=vindex&search=rita@example.org",
+        "/pks/lookup?op=index&options=mr&search=una@example.org",
+    ]
+    made = [fast.get(path).text for path in paths]
+    assert "uid:Rita Rsa <rita@example.org>:" in made[0]
+    assert "rita.work@example.com" not in made[0]  # not confirmed, never listed
+    with database[1].begin() as conn:  # as rows stored before the index was made at storage
+        assert conn.execute(update(CertRow).values(published_uids=None)).rowcount == 2
+    assert [fast.get(path).text for path in paths] == made
