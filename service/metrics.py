@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -98,6 +99,9 @@ class Metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
         self._store: _StoreCollector | None = None
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._duration_children: dict[str, Any] = {}
+        self._lookup_children: dict[tuple[str, str], Any] = {}
         self.requests = Counter(
             "keydir_http_requests",
             "HTTP requests answered, by method, route template and status.",
@@ -147,14 +151,32 @@ class Metrics:
             self.registry.register(self._store)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method if method in METHODS else "other", route, str(status)).inc()
-        self.duration.labels(route).observe(seconds)
+        # Children by label values, kept: labels() validates and locks on every call, a
+        # cost worth saving on every request. The label values are few (route templates,
+        # methods, statuses), so these dicts stay small.
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(
+                method if method in METHODS else "other", route, str(status)
+            )
+            self._request_children[key] = child
+        child.inc()
+        timer = self._duration_children.get(route)
+        if timer is None:
+            timer = self._duration_children[route] = self.duration.labels(route)
+        timer.observe(seconds)
 
     def upload(self, result: str) -> None:
         self.uploads.labels(result).inc()
 
     def lookup(self, protocol: str, result: str) -> None:
-        self.lookups.labels(protocol, result).inc()
+        child = self._lookup_children.get((protocol, result))
+        if child is None:
+            child = self._lookup_children[(protocol, result)] = self.lookups.labels(
+                protocol, result
+            )
+        child.inc()
 
     def mail(self, result: str) -> None:
         self.mails.labels(result).inc()

@@ -1,5 +1,5 @@
 """For operators: liveness, readiness and Prometheus metrics. Not part of the public API
-(left out of the OpenAPI document); docs/deployment.md describes them."""
+(left out of the OpenAPI document); docs/deploy.md describes them."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from service.openpgp.stream import DEFAULT_MAX_KEY_BYTES, RawKey, iter_keys
 # A key in a keydump may carry tens of thousands of third-party certifications; they are
 # dropped, but have to be read first. The byte limit per key bounds the memory.
 IMPORT_MAX_PACKETS = 1_000_000
+MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,10 @@ class Importer:
             return
         pool = self._pool()
         in_flight: deque[tuple[str, list[RawKey], list[_Parsed], Future[_Results] | None]] = deque()
-        window = self.workers * 4
+        # Enough parsed keys ahead that the workers go on while this process stores a
+        # batch, bounded in count and in bytes.
+        window = self.workers * 16
+        in_flight_bytes = 0
         try:
             for source, stream in sources:
                 for chunk in _chunks(
@@ -192,8 +196,11 @@ class Importer:
                         else None
                     )
                     in_flight.append((source, readable, refused, future))
-                    while len(in_flight) >= window:
-                        pool, results = self._collect(pool, in_flight.popleft())
+                    in_flight_bytes += sum(len(k.data) for k in readable)
+                    while len(in_flight) >= window or in_flight_bytes > MAX_IN_FLIGHT_BYTES:
+                        done = in_flight.popleft()
+                        in_flight_bytes -= sum(len(k.data) for k in done[1])
+                        pool, results = self._collect(pool, done)
                         yield from results
                 base = report.bytes_read = base + _position(stream)
             while in_flight:
