@@ -263,6 +263,8 @@ def _import(args: argparse.Namespace) -> int:
         print(f"  {count:>7,} rejected: {reason}")
     if report.new or report.updated:
         print("keydir: imported addresses stay unpublished until their owners confirm them.")
+    else:
+        print("keydir: nothing in the database changed.")
     return 0
 
 

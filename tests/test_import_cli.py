@@ -85,6 +85,7 @@ def test_importing_real_keys_prints_progress_and_a_summary_and_reruns_unchanged(
     again = SUMMARY.search(second.stdout)
     assert again is not None, second.stdout
     assert [number(g) for g in again.groups()[2:]] == [0, 0, new, rejected]
+    assert "nothing in the database changed" in second.stdout
     assert second.stderr == ""  # --quiet: only the summary
 
 

@@ -15,12 +15,16 @@ def directory_of(request: Request) -> Directory:
     return directory
 
 
+def _client(request: Request) -> str:
+    trusted: list[str] = request.app.state.settings.trusted_proxies
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
+
 def enforce(request: Request, bucket: str) -> None:
     """Count this request against the client's limit for ``bucket`` (raises RateLimited)."""
     limiter: RateLimiter = request.app.state.limiter
-    trusted: list[str] = request.app.state.settings.trusted_proxies
-    peer = request.client.host if request.client else None
-    limiter.check(bucket, client_address(peer, request.headers.get("x-forwarded-for"), trusted))
+    limiter.check(bucket, _client(request))
 
 
 def lookups_of(request: Request) -> KeyLookups:
@@ -29,8 +33,15 @@ def lookups_of(request: Request) -> KeyLookups:
 
 
 async def enforce_async(request: Request, bucket: str) -> None:
-    """``enforce`` from async code: free when the rule is off, else in a worker thread
-    (the counters are in the database or in Redis)."""
+    """``enforce`` from async code: free when the rule is off; a hit counted in this
+    process (a batch not yet full) costs no thread; writes to the database or Redis run in
+    a worker thread."""
     limiter: RateLimiter = request.app.state.limiter
-    if limiter.active(bucket):
+    if not limiter.active(bucket):
+        return
+    if limiter.shared_store:
         await run_in_threadpool(enforce, request, bucket)
+        return
+    pending = limiter.count_here(bucket, _client(request))
+    if pending is not None:
+        await run_in_threadpool(limiter.write, pending)

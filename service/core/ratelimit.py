@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import threading
 import time
 from dataclasses import dataclass
 
@@ -37,6 +38,16 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    bucket: str
+    client: str
+    window: int
+    amount: int
+    limit: int
+    retry_after: int
+
+
 @dataclass
 class RateLimiter:
     """Counts in the database, or in Redis when ``redis_url`` is set (the `limits` library)."""
@@ -46,6 +57,14 @@ class RateLimiter:
     redis_url: str | None = None
 
     def __post_init__(self) -> None:
+        # Large limits (lookups by address: hundreds a minute) are counted in the database
+        # in batches: this process keeps up to _batch_size(limit) hits of a client before it
+        # writes them in one statement, and refuses on its own count plus the shared count it
+        # read last. A client may get past the limit by at most a batch per server process
+        # (under 2% of it); small limits (uploads, mails) are written at every request.
+        self._local: dict[tuple[str, str, int], list[int]] = {}
+        self._windows: dict[str, int] = {}
+        self._lock = threading.Lock()
         self._redis: FixedWindowRateLimiter | None = None
         if self.redis_url:
             self._redis = FixedWindowRateLimiter(storage_from_string(self.redis_url))
@@ -53,6 +72,11 @@ class RateLimiter:
     def active(self, bucket: str) -> bool:
         rule = self.rules.get(bucket)
         return rule is not None and rule.limit > 0
+
+    @property
+    def shared_store(self) -> bool:
+        """Counters in Redis: every hit goes there (no batches)."""
+        return self._redis is not None
 
     def check(self, bucket: str, client: str) -> None:
         """Count a request; raise RateLimited when the client is over the bucket's limit."""
@@ -65,14 +89,66 @@ class RateLimiter:
                 reset = self._redis.get_window_stats(item, "keydir", bucket, client[:64])
                 raise RateLimited(max(1, int(reset.reset_time - time.time()) + 1))
             return
+        pending = self.count_here(bucket, client)
+        if pending is not None:
+            self.write(pending)
+
+    def count_here(self, bucket: str, client: str) -> _Pending | None:
+        """The part of ``check`` that needs no database: count a batched hit in this process.
+
+        Returns None when the hit is counted and under the limit, raises RateLimited when
+        this process already knows the client is over it, and otherwise returns what
+        ``write`` must add to the shared count (it may wait on the database: call it from
+        a worker thread in async code).
+        """
+        rule = self.rules[bucket]
         now = time.time()
         window = int(now // rule.window_seconds)
+        retry_after = int((window + 1) * rule.window_seconds - now) + 1
+        client = client[:64]
+        if _batch_size(rule.limit) == 1:
+            return _Pending(bucket, client, window, 1, rule.limit, retry_after)
+        key = (bucket, client, window)
+        with self._lock:
+            entry = self._local.get(key)
+            if entry is None:
+                self._forget_windows_before(bucket, window)
+                entry = self._local[key] = [0, 0]
+            entry[0] += 1
+            if entry[0] + entry[1] > rule.limit:
+                raise RateLimited(retry_after)
+            if entry[0] < _batch_size(rule.limit):
+                return None  # counted here; written with the next ones
+            amount, entry[0] = entry[0], 0
+        return _Pending(bucket, client, window, amount, rule.limit, retry_after)
+
+    def write(self, pending: _Pending) -> None:
+        """Add counted hits to the shared count; raise RateLimited when it is over."""
         with self.sessions.begin() as session:
-            count = counters.hit(session, bucket, client[:64], window)
+            count = counters.hit(
+                session, pending.bucket, pending.client, pending.window, pending.amount
+            )
             if random.random() < 0.01:  # noqa: S311 - housekeeping, not security
-                counters.forget_before(session, bucket, window - 1)
-        if count > rule.limit:
-            raise RateLimited(int((window + 1) * rule.window_seconds - now) + 1)
+                counters.forget_before(session, pending.bucket, pending.window - 1)
+        with self._lock:
+            entry = self._local.get((pending.bucket, pending.client, pending.window))
+            if entry is not None:
+                entry[1] = max(entry[1], count)
+        if count > pending.limit:
+            raise RateLimited(pending.retry_after)
+
+    def _forget_windows_before(self, bucket: str, window: int) -> None:
+        """Drop this process's counts of a bucket's past windows, once per new window
+        (called under the lock)."""
+        if self._windows.get(bucket) != window:
+            self._windows[bucket] = window
+            for key in [k for k in self._local if k[0] == bucket and k[2] < window]:
+                del self._local[key]
+
+
+def _batch_size(limit: int) -> int:
+    """Hits written to the database at once for a limit: 1 (every hit) below 100."""
+    return max(1, min(10, limit // 60))
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: list[str]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -351,3 +352,26 @@ def test_hsts_over_https_or_behind_a_tls_proxy(mail_settings: Settings) -> None:
 def test_ops_endpoints_are_not_in_the_public_api_document(ops: Ops) -> None:
     paths = ops.client.get("/api/openapi.json").json()["paths"]
     assert not {"/healthz", "/readyz", "/metrics"} & set(paths)
+
+
+def test_metrics_parse_with_the_prometheus_parser_and_move(ops: Ops) -> None:
+    def families() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        parsed: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(ops.scrape()):
+            for s in family.samples:
+                parsed.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return parsed
+
+    route = "/vks/v1/by-fingerprint/{fingerprint}"
+    key = (("method", "GET"), ("route", route), ("status", "404"))
+    before = families()
+    for _ in range(3):
+        assert ops.client.get("/vks/v1/by-fingerprint/" + "AB" * 20).status_code == 404
+    after = families()
+    requests = after["keydir_http_requests_total"]
+    assert requests[key] - before.get("keydir_http_requests_total", {}).get(key, 0.0) == 3
+    lookups = after["keydir_lookups_total"]
+    assert lookups[(("protocol", "vks"), ("result", "not_found"))] >= 3
+    assert after["keydir_keys"][()] == 0.0
+    histogram = after["keydir_http_request_duration_seconds_count"]
+    assert histogram[(("route", route),)] >= 3
