@@ -226,6 +226,8 @@ def static_root(work: Path, base: str, targets: list[seed.Target]) -> Path:
 
 def prepare(backend: str, args: argparse.Namespace, work: Path) -> str:
     if backend == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            (work / f"bench.sqlite3{suffix}").unlink(missing_ok=True)
         return f"sqlite:///{work / 'bench.sqlite3'}"
     url: str = args.pg_url
     engine = make_engine(url)
@@ -302,9 +304,19 @@ def nginx_static(
 
 
 def caching_front(
-    backend: str, base: str, targets: list[seed.Target], args: argparse.Namespace, work: Path
+    backend: str,
+    label: str,
+    base: str,
+    targets: list[seed.Target],
+    *,
+    args: argparse.Namespace,
+    work: Path,
 ) -> Result:
-    """The documented nginx front (deploy/nginx/), exactly as shipped, before this server."""
+    """The documented nginx front (deploy/nginx/), exactly as shipped, before this server.
+
+    The hot keys are asked for once before the measured run: a front serves hot keys from
+    its cache, and the very first requests for a key wait for each other (proxy_cache_lock).
+    """
     http_conf = (NGINX_DIR / "keydir-http.conf").read_text()
     http_conf = http_conf.replace("/var/cache/nginx/keydir", str(work / f"cache-{backend}"))
     http_conf = http_conf.replace(
@@ -317,9 +329,12 @@ def caching_front(
     )
     with nginx(nginx_main(work, http), work, f"front-{backend}"):
         hot = paths_for("vks-fpr", targets[: args.hot])
+        for path in hot:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10):
+                pass
         return measure(
             f"caching front, {args.hot} hot keys",
-            backend,
+            label,
             f"http://127.0.0.1:{port}",
             hot,
             args=args,
@@ -423,7 +438,9 @@ def main() -> int:
                         for kind in kinds
                     )
                     if number == 0:
-                        results.append(caching_front(label, base, targets, args, work))
+                        results.append(
+                            caching_front(backend, label, base, targets, args=args, work=work)
+                        )
                 if number == 0 and not args.no_variants:
                     results.extend(variants(url, label, targets, args, work))
             files = [f for f in args.import_files.split(",") if f and Path(f).exists()]
