@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from service.app import build
+from service.app import create_app, wrap
 from service.core.ratelimit import RateLimited, RateLimiter, Rule
 from service.db.models import RateCounterRow
 from service.db.session import make_sessionmaker
@@ -15,8 +15,12 @@ from service.settings import Settings
 BUCKET = "address_lookup"
 
 
+# A fixed moment early in a window: the counts never straddle two windows.
+NOW = 1_800_000_000.0
+
+
 def limiter(engine: Engine, limit: int) -> RateLimiter:
-    return RateLimiter(make_sessionmaker(engine), {BUCKET: Rule(limit, 3600)})
+    return RateLimiter(make_sessionmaker(engine), {BUCKET: Rule(limit, 3600)}, clock=lambda: NOW)
 
 
 def stored(engine: Engine) -> int:
@@ -73,7 +77,9 @@ def test_lookups_by_address_are_limited_through_the_batches(
     settings: Settings, database: tuple[str, Engine]
 ) -> None:
     limited = settings.model_copy(update={"rate_address_lookups_per_minute": 120})  # batch 2
-    with TestClient(build(limited)) as client:
+    app = create_app(limited)
+    app.state.limiter.clock = lambda: NOW
+    with TestClient(wrap(app, limited)) as client:
         codes = [client.get("/vks/v1/by-email/nobody@example.org").status_code for _ in range(121)]
     assert codes[:120] == [404] * 120
     assert codes[120] == 429
