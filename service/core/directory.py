@@ -294,19 +294,26 @@ class Directory:
         row = cert_repo.get(session, cert.fingerprint, for_update=True)
         new = row is None
         if row is None:
-            merged = cert
             row = CertRow(fingerprint=cert.fingerprint, first_seen=now)
             session.add(row)
+            _write(row, cert, now)
             changed = True
         else:
-            stored = openpgp.load(row.full_data)
-            merged = openpgp.merge(stored, cert)
-            changed = merged.data != stored.data
-            if changed:
-                openpgp.enforce_limits(merged, self.limits.key)
-        if changed:
-            _write(row, merged, now)
+            changed = self._merge_into(row, cert, now)
         return UploadedKey(cert.fingerprint, _status(session, row, now), changed, new)
+
+    def _merge_into(self, row: CertRow, cert: openpgp.Certificate, now: datetime) -> bool:
+        """Merge ``cert`` into the stored key of ``row``; whether anything changed.
+
+        Raises KeyTooLarge (nothing written) when the merged key exceeds the limits.
+        """
+        stored = openpgp.load(row.full_data)
+        merged = openpgp.merge(stored, cert)
+        if merged.data == stored.data:
+            return False
+        openpgp.enforce_limits(merged, self.limits.key)
+        _write(row, merged, now)
+        return True
 
     def _attach(
         self, session: Session, signatures: Sequence[bytes], now: datetime
@@ -378,21 +385,13 @@ class Directory:
                 _write(row, cert, now)
                 outcomes.append((ImportOutcome.NEW, None))
                 continue
-            if row.full_data == cert.data:
-                outcomes.append((ImportOutcome.UNCHANGED, None))
-                continue
-            stored = openpgp.load(row.full_data)
-            merged = openpgp.merge(stored, cert)
-            if merged.data == stored.data:
-                outcomes.append((ImportOutcome.UNCHANGED, None))
-                continue
             try:
-                openpgp.enforce_limits(merged, self.limits.key)
+                # The same bytes again (a rerun) need no merge at all.
+                changed = row.full_data != cert.data and self._merge_into(row, cert, now)
             except openpgp.KeyRejected as exc:
                 outcomes.append((ImportOutcome.REJECTED, exc.message))
                 continue
-            _write(row, merged, now)
-            outcomes.append((ImportOutcome.UPDATED, None))
+            outcomes.append((ImportOutcome.UPDATED if changed else ImportOutcome.UNCHANGED, None))
         return outcomes
 
     # -- lookup ---------------------------------------------------------------------------
@@ -446,10 +445,7 @@ class Directory:
             if row is None:
                 return None
             if row.published_uids is not None:
-                listed = [
-                    IndexedUserId(text, revoked) for text, revoked in json.loads(row.published_uids)
-                ]
-                return index_entry(row, listed)
+                return index_entry(row, listed_user_ids(row.published_uids))
             served = set(cert_repo.published_addresses(row))
             user_ids = []
             if served:
@@ -815,6 +811,11 @@ def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
 def _indexed_user_ids(cert: openpgp.Certificate, served: set[str]) -> list[openpgp.UserId]:
     """The user IDs an index lists: those of published (or revoked) addresses."""
     return [uid for uid in cert.user_ids if uid.address in served and (uid.valid or uid.revoked)]
+
+
+def listed_user_ids(published_uids: str) -> list[IndexedUserId]:
+    """The index listing stored with a key (``certs.published_uids``)."""
+    return [IndexedUserId(text, revoked) for text, revoked in json.loads(published_uids)]
 
 
 def index_entry(row: CertRow, user_ids: list[IndexedUserId]) -> IndexEntry:

@@ -169,45 +169,34 @@ class Importer:
     ) -> Iterator[tuple[str, _Parsed]]:
         """Every key of every source, parsed, in file order."""
         base = 0  # bytes of the files already read
-        if self.workers == 0:
-            for source, stream in sources:
-                for chunk in _chunks(iter_keys(stream, max_key_bytes=self.max_key_bytes), 1):
-                    report.bytes_read = base + _position(stream)
-                    yield from ((source, p) for p in self._local(chunk))
-                base = report.bytes_read = base + _position(stream)
-            return
-        pool = self._pool()
-        in_flight: deque[tuple[str, list[RawKey], list[_Parsed], Future[_Results] | None]] = deque()
+        pool = self._pool() if self.workers else None
+        in_flight: deque[_Chunk] = deque()
         # Enough parsed keys ahead that the workers go on while this process stores a
         # batch, bounded in count and in bytes.
-        window = self.workers * 16
+        window = max(1, self.workers * 16)
         in_flight_bytes = 0
         try:
             for source, stream in sources:
-                for chunk in _chunks(
+                for keys in _chunks(
                     iter_keys(stream, max_key_bytes=self.max_key_bytes), self.parse_chunk
                 ):
                     report.bytes_read = base + _position(stream)
-                    readable = [k for k in chunk if k.error is None]
-                    refused = [_Parsed(k, None, k.error, k.fingerprint) for k in chunk if k.error]
-                    future = (
-                        pool.submit(_parse_batch, readable, IMPORT_MAX_PACKETS, self.limits)
-                        if readable
-                        else None
-                    )
-                    in_flight.append((source, readable, refused, future))
-                    in_flight_bytes += sum(len(k.data) for k in readable)
+                    chunk = _Chunk(source, keys, self._submit(pool, keys))
+                    in_flight.append(chunk)
+                    in_flight_bytes += chunk.size
                     while len(in_flight) >= window or in_flight_bytes > MAX_IN_FLIGHT_BYTES:
                         done = in_flight.popleft()
-                        in_flight_bytes -= sum(len(k.data) for k in done[1])
+                        in_flight_bytes -= done.size
                         pool, results = self._collect(pool, done)
-                        yield from results
+                        yield from ((done.source, p) for p in results)
                 base = report.bytes_read = base + _position(stream)
             while in_flight:
-                pool, results = self._collect(pool, in_flight.popleft())
-                yield from results
+                done = in_flight.popleft()
+                pool, results = self._collect(pool, done)
+                yield from ((done.source, p) for p in results)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -216,37 +205,49 @@ class Importer:
             initializer=_worker_init,
         )
 
+    def _submit(self, pool: ProcessPoolExecutor | None, keys: list[RawKey]) -> Future[_Results]:
+        """Parse the readable keys of a chunk in a worker, or here when there is no pool."""
+        readable = [k for k in keys if k.error is None]
+        if pool is not None:
+            return pool.submit(_parse_batch, readable, IMPORT_MAX_PACKETS, self.limits)
+        done: Future[_Results] = Future()
+        done.set_result(_parse_batch(readable, IMPORT_MAX_PACKETS, self.limits))
+        return done
+
     def _collect(
-        self,
-        pool: ProcessPoolExecutor,
-        item: tuple[str, list[RawKey], list[_Parsed], Future[_Results] | None],
-    ) -> tuple[ProcessPoolExecutor, list[tuple[str, _Parsed]]]:
-        source, readable, refused, future = item
-        results: list[tuple[str, _Parsed]] = [(source, p) for p in refused]
-        if future is None:
-            return pool, results
+        self, pool: ProcessPoolExecutor | None, chunk: _Chunk
+    ) -> tuple[ProcessPoolExecutor | None, list[_Parsed]]:
+        """The chunk's keys, parsed, in file order (and the pool to go on with)."""
+        readable = [k for k in chunk.keys if k.error is None]
         try:
-            parsed = future.result()
+            parsed = chunk.future.result()
         except BrokenProcessPool:
             # A key crashed its worker (or exhausted its memory): read this chunk again one
             # key at a time in this process, which finds and refuses the culprit.
+            assert pool is not None
             pool.shutdown(wait=False, cancel_futures=False)
-            results.extend((source, p) for p in self._local(readable))
-            return self._pool(), results
-        for key, (cert, reason, fingerprint) in zip(readable, parsed, strict=True):
-            results.append((source, _Parsed(key, cert, reason, fingerprint)))
-        results.sort(key=lambda r: r[1].key.number)
+            pool = self._pool()
+            parsed = _parse_batch(readable, IMPORT_MAX_PACKETS, self.limits)
+        results = [_Parsed(k, None, k.error, k.fingerprint) for k in chunk.keys if k.error]
+        results.extend(
+            _Parsed(key, cert, reason, fingerprint)
+            for key, (cert, reason, fingerprint) in zip(readable, parsed, strict=True)
+        )
+        results.sort(key=lambda p: p.key.number)
         return pool, results
 
-    def _local(self, keys: list[RawKey]) -> list[_Parsed]:
-        out = [_Parsed(k, None, k.error, k.fingerprint) for k in keys if k.error]
-        readable = [k for k in keys if k.error is None]
-        for key, (cert, reason, fingerprint) in zip(
-            readable, _parse_batch(readable, IMPORT_MAX_PACKETS, self.limits), strict=True
-        ):
-            out.append(_Parsed(key, cert, reason, fingerprint))
-        out.sort(key=lambda p: p.key.number)
-        return out
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Keys of one source handed to a worker together."""
+
+    source: str
+    keys: list[RawKey]
+    future: Future[_Results]
+
+    @property
+    def size(self) -> int:
+        return sum(len(k.data) for k in self.keys)
 
 
 def _chunks(keys: Iterator[RawKey], size: int) -> Iterator[list[RawKey]]:

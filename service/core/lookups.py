@@ -8,7 +8,6 @@ few seconds (bounded in entries), for deployments with hot keys and no caching p
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from service.core.directory import Directory, IndexedUserId, IndexEntry, PublishedKey
+from service.core.directory import Directory, IndexEntry, PublishedKey, listed_user_ids
 from service.db.lookups import (
     LookupReader,
     LookupUnavailable,
@@ -72,10 +71,8 @@ class KeyLookups:
         cache_seconds: float = 0.0,
         cache_entries: int = 0,
     ) -> None:
-        reader = make_reader(database_url)
-        self.fast = reader is not None
         self._directory = directory
-        self._reader: LookupReader = reader or _DirectoryReader(directory)
+        self._reader: LookupReader = make_reader(database_url) or _DirectoryReader(directory)
         self._ttl = cache_seconds
         self._capacity = cache_entries if cache_seconds > 0 else 0
         self._cache: OrderedDict[tuple[str, str], tuple[float, object]] = OrderedDict()
@@ -125,7 +122,7 @@ class KeyLookups:
             stored.created,
             stored.expires,
             stored.revoked,
-            [IndexedUserId(text, revoked) for text, revoked in json.loads(stored.published_uids)],
+            listed_user_ids(stored.published_uids),
         )
 
     async def close(self) -> None:

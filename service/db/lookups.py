@@ -129,7 +129,39 @@ class _Statements:
         self.index = _INDEX.format(p=p)
 
 
-class SqliteLookups:
+class _Reader:
+    """The lookups, written once over ``_one``: one statement, its first row or None."""
+
+    _sql: _Statements
+
+    async def _one(self, sql: str, params: tuple[str, ...]) -> Any:
+        raise NotImplementedError
+
+    async def by_fingerprint(self, fingerprint: str) -> StoredKey | None:
+        row = await self._one(self._sql.primary_fingerprint, (fingerprint,))
+        if row is None:
+            row = await self._one(self._sql.by_fingerprint, (fingerprint,))
+        return None if row is None else StoredKey(*row)
+
+    async def by_key_id(self, key_id: str) -> StoredKey | None:
+        row = await self._one(self._sql.primary_key_id, (key_id,))
+        if row is None:
+            row = await self._one(self._sql.by_key_id, (key_id,))
+        return None if row is None else StoredKey(*row)
+
+    async def by_address(self, address: str) -> StoredKey | None:
+        row = await self._one(self._sql.by_address, (address,))
+        return None if row is None else StoredKey(*row)
+
+    async def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
+        row = await self._one(self._sql.wkd, (domain, wkd_hash, domain, wkd_hash))
+        return None if row is None else bytes(row[0])
+
+    async def index(self, fingerprint: str) -> StoredIndex | None:
+        return _index(await self._one(self._sql.index, (fingerprint,)))
+
+
+class SqliteLookups(_Reader):
     """One read-only connection per process, used from the event loop's thread only."""
 
     def __init__(self, path: str) -> None:
@@ -150,7 +182,8 @@ class SqliteLookups:
             self._connection = connection
         return self._connection
 
-    def _one(self, sql: str, params: tuple[str, ...]) -> Any:
+    async def _one(self, sql: str, params: tuple[str, ...]) -> Any:
+        # An indexed read of a local file: done inline, the event loop barely notices.
         try:
             return self._connect().execute(sql, params).fetchone()
         except sqlite3.Error as exc:
@@ -159,36 +192,13 @@ class SqliteLookups:
                 self._connection = None
             raise LookupUnavailable(str(exc)) from exc
 
-    async def by_fingerprint(self, fingerprint: str) -> StoredKey | None:
-        row = self._one(self._sql.primary_fingerprint, (fingerprint,)) or self._one(
-            self._sql.by_fingerprint, (fingerprint,)
-        )
-        return None if row is None else StoredKey(*row)
-
-    async def by_key_id(self, key_id: str) -> StoredKey | None:
-        row = self._one(self._sql.primary_key_id, (key_id,)) or self._one(
-            self._sql.by_key_id, (key_id,)
-        )
-        return None if row is None else StoredKey(*row)
-
-    async def by_address(self, address: str) -> StoredKey | None:
-        row = self._one(self._sql.by_address, (address,))
-        return None if row is None else StoredKey(*row)
-
-    async def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
-        row = self._one(self._sql.wkd, (domain, wkd_hash, domain, wkd_hash))
-        return None if row is None else bytes(row[0])
-
-    async def index(self, fingerprint: str) -> StoredIndex | None:
-        return _index(self._one(self._sql.index, (fingerprint,)))
-
     async def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
 
-class PostgresLookups:
+class PostgresLookups(_Reader):
     """A small pool of asyncio connections in autocommit mode (one statement per lookup).
 
     A connection that fails is dropped, and the lookup is tried once more on a new one (it
@@ -229,29 +239,6 @@ class PostgresLookups:
                 self._idle.append(connection)
                 return row
         raise AssertionError("unreachable")
-
-    async def by_fingerprint(self, fingerprint: str) -> StoredKey | None:
-        row = await self._one(self._sql.primary_fingerprint, (fingerprint,))
-        if row is None:
-            row = await self._one(self._sql.by_fingerprint, (fingerprint,))
-        return None if row is None else StoredKey(*row)
-
-    async def by_key_id(self, key_id: str) -> StoredKey | None:
-        row = await self._one(self._sql.primary_key_id, (key_id,))
-        if row is None:
-            row = await self._one(self._sql.by_key_id, (key_id,))
-        return None if row is None else StoredKey(*row)
-
-    async def by_address(self, address: str) -> StoredKey | None:
-        row = await self._one(self._sql.by_address, (address,))
-        return None if row is None else StoredKey(*row)
-
-    async def wkd(self, domain: str, wkd_hash: str) -> bytes | None:
-        row = await self._one(self._sql.wkd, (domain, wkd_hash, domain, wkd_hash))
-        return None if row is None else bytes(row[0])
-
-    async def index(self, fingerprint: str) -> StoredIndex | None:
-        return _index(await self._one(self._sql.index, (fingerprint,)))
 
     async def close(self) -> None:
         while self._idle:
