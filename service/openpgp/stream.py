@@ -119,10 +119,9 @@ def iter_keys(stream: BinaryIO, *, max_key_bytes: int = DEFAULT_MAX_KEY_BYTES) -
     the framing breaks, one last RawKey says so and nothing more is read.
     """
     peek = getattr(stream, "peek", None)
-    head = peek(65536)[:65536] if peek is not None else b""
     if peek is None:
         raise TypeError("iter_keys needs a buffered stream (open the file in 'rb' mode)")
-    reader: BinaryIO | _Armored = _Armored(stream) if is_armored(head) else stream
+    reader: BinaryIO | _Armored = _Armored(stream) if is_armored(peek(65536)) else stream
     yield from _split(reader, max_key_bytes)
     if isinstance(reader, _Armored) and reader.refused_private_blocks:
         yield RawKey(
