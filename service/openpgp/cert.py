@@ -32,8 +32,14 @@ from service.openpgp.errors import (
 )
 from service.openpgp.packets import (
     CERTIFICATIONS,
+    KEY_FLAG_AUTH,
+    KEY_FLAG_CERTIFY,
+    KEY_FLAG_ENCRYPT_COMMS,
+    KEY_FLAG_ENCRYPT_STORAGE,
     KEY_FLAG_SIGN,
     SIGN_ONLY_ALGORITHMS,
+    SUB_EMBEDDED_SIGNATURE,
+    SUB_KEY_FLAGS,
     Packet,
     PublicKey,
     Signature,
@@ -83,6 +89,10 @@ class Subkey:
     bits: int
     curve: str | None
     created: datetime
+    # Lookups by this subkey's own fingerprint or key id may answer with this certificate:
+    # its binding carries a verified back-signature, or its algorithm can only encrypt and
+    # so cannot be someone else's primary key bound here to capture lookups of that key.
+    findable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,19 +246,44 @@ def merge(stored: Certificate, update: Certificate) -> Certificate:
 
 
 def attach_signatures(stored: Certificate, signatures: Iterable[bytes]) -> Certificate:
-    """Add loose signatures (a revocation certificate) to a stored certificate.
+    """Add loose signatures (revocation certificates) to a stored certificate.
 
-    Only key revocations and direct-key signatures made by the key itself are taken; anything
-    else is dropped. The result equals ``stored`` when nothing verified.
+    Key revocations and direct-key signatures go to the key, user ID revocations to the user
+    ID and subkey revocations to the subkey they verify over; anything else is dropped. Only
+    the loose signatures are verified (the stored ones were when they were stored), and a
+    signature the key already holds adds nothing. The result equals ``stored`` when nothing
+    new verified.
     """
-    raw = _RawCert(
-        stored._raw.primary,
-        [*stored._raw.direct, *(Packet(Tag.SIGNATURE, body) for body in signatures)],
-        stored._raw.user_ids,
-        stored._raw.subkeys,
+    by_type: dict[int, list[Packet]] = {}
+    for body in signatures:
+        by_type.setdefault(body[1] if len(body) > 1 else -1, []).append(Packet(Tag.SIGNATURE, body))
+    raw = stored._raw
+    extended = _RawCert(
+        raw.primary,
+        [
+            *raw.direct,
+            *by_type.get(SigType.KEY_REVOCATION, []),
+            *by_type.get(SigType.DIRECT_KEY, []),
+        ],
+        [
+            _Component(c.packet, [*c.sigs, *by_type.get(SigType.CERT_REVOCATION, [])])
+            for c in raw.user_ids
+        ],
+        [
+            _Component(c.packet, [*c.sigs, *by_type.get(SigType.SUBKEY_REVOCATION, [])])
+            for c in raw.subkeys
+        ],
     )
-    known = {p.body for p in stored._raw.direct}
-    return _finish(_canonicalize(raw, trusted=known.__contains__))
+    known = {p.body for p in _packets(raw)}
+    return _finish(_canonicalize(extended, trusted=known.__contains__), strict=False)
+
+
+def _packets(raw: _RawCert) -> list[Packet]:
+    packets: list[Packet] = [raw.primary, *raw.direct]
+    for comp in (*raw.user_ids, *raw.subkeys):
+        packets.append(comp.packet)
+        packets.extend(comp.sigs)
+    return packets
 
 
 def signature_issuers(body: bytes) -> tuple[frozenset[str], frozenset[str]]:
@@ -299,33 +334,43 @@ _REVOCATIONS = frozenset(
     {SigType.KEY_REVOCATION, SigType.SUBKEY_REVOCATION, SigType.CERT_REVOCATION}
 )
 
+# Self-signatures kept per component (the key itself, a user ID, a subkey), revocations aside:
+# the newest, which clients use, and a few before it, which Sequoia uses to check signatures
+# made back then. Only the owner can make more, and older ones add nothing for today's
+# clients (GnuPG's `clean` drops them too).
+MAX_SELF_SIGNATURES = 4
+
+# Algorithms that cannot sign (RSA encrypt-only, ElGamal, ECDH, X25519, X448, and the
+# ML-KEM composites): a binding that gives such a subkey a signing, certifying or
+# authentication flag, or an encryption flag to a sign-only algorithm, is refused.
+ENCRYPT_ONLY_ALGORITHMS = frozenset({2, 16, 18, 25, 26, 35, 36})
+_SIGNING_FLAGS = KEY_FLAG_CERTIFY | KEY_FLAG_SIGN | KEY_FLAG_AUTH
+_ENCRYPTION_FLAGS = KEY_FLAG_ENCRYPT_COMMS | KEY_FLAG_ENCRYPT_STORAGE
+
 
 def _union(a: _RawCert, b: _RawCert) -> _RawCert:
     """``a`` plus what ``b`` adds: new components, revocations, and newer self-signatures.
 
-    A self-signature of ``b`` older than the newest one ``a`` already has on the same
-    component is not taken (exports often drop superseded self-signatures, so an old copy
-    still carries them): uploading an older copy of a key changes nothing at all.
+    A signature ``a`` already holds (the same hashed area, whatever the unhashed bytes) is
+    never taken again. A self-signature of ``b`` older than the newest one ``a`` already has
+    on the same component is not taken (exports often drop superseded self-signatures, so an
+    old copy still carries them): uploading an older copy of a key changes nothing at all.
     """
 
     def merge_sigs(x: list[Packet], y: list[Packet]) -> list[Packet]:
-        seen = {p.body for p in x}
+        parsed = [Signature.parse(p.body) for p in x]
+        seen = {sig.identity for sig in parsed}
         newest = max(
-            (
-                sig.created
-                for sig in map(Signature.parse, (p.body for p in x))
-                if sig.sig_type not in _REVOCATIONS
-            ),
-            default=-1,
+            (sig.created for sig in parsed if sig.sig_type not in _REVOCATIONS), default=-1
         )
         taken = list(x)
         for packet in y:
-            if packet.body in seen:
-                continue
             sig = Signature.parse(packet.body)
+            if sig.identity in seen:
+                continue
             if sig.sig_type in _REVOCATIONS or sig.created > newest:
                 taken.append(packet)
-                seen.add(packet.body)
+                seen.add(sig.identity)
         return taken
 
     def merge_components(x: list[_Component], y: list[_Component]) -> list[_Component]:
@@ -349,126 +394,186 @@ def _union(a: _RawCert, b: _RawCert) -> _RawCert:
     )
 
 
+def _bounded(sigs: list[Signature]) -> list[Signature]:
+    """One of each statement, and a bounded number of statements, in the order given.
+
+    Copies of one signature (same hashed area) collapse to the first. Of the revocations,
+    the newest per reason stays; of the other self-signatures, the ``MAX_SELF_SIGNATURES``
+    newest. Only the owner can make distinct signatures, so nobody else can grow a key
+    through this.
+    """
+    unique: dict[bytes, Signature] = {}
+    for sig in sigs:
+        unique.setdefault(sig.identity, sig)
+    revocations: dict[int | None, Signature] = {}
+    others: list[Signature] = []
+    for sig in unique.values():
+        if sig.sig_type in _REVOCATIONS:
+            kept = revocations.get(sig.revocation_reason)
+            if kept is None or sig.created > kept.created:
+                revocations[sig.revocation_reason] = sig
+        else:
+            others.append(sig)
+    newest = sorted(others, key=lambda sig: sig.created, reverse=True)[:MAX_SELF_SIGNATURES]
+    chosen = {id(sig) for sig in (*revocations.values(), *newest)}
+    return [sig for sig in unique.values() if id(sig) in chosen]
+
+
+def _grouped(components: list[_Component]) -> list[_Component]:
+    """Components with the same packet merged into the first (their signatures joined)."""
+    groups: dict[bytes, _Component] = {}
+    for comp in components:
+        if comp.packet.body in groups:
+            groups[comp.packet.body].sigs.extend(comp.sigs)
+        else:
+            groups[comp.packet.body] = _Component(comp.packet, list(comp.sigs))
+    return list(groups.values())
+
+
 def _canonicalize(
     raw: _RawCert, trusted: Callable[[bytes], bool] = lambda _body: False
 ) -> _RawCert:
-    """Keep only verified self-signed material; see the module docstring."""
+    """Keep only verified self-signed material, normalised; see the module docstring.
+
+    ``trusted`` names signature packets verified before (stored material): they are not
+    verified again, so a small upload cannot make us re-verify a whole stored key.
+    """
     primary = PublicKey.parse(raw.primary.body)
 
-    def self_signature(body: bytes) -> Signature | None:
+    def candidate(body: bytes, types: frozenset[int]) -> Signature | None:
         try:
             sig = Signature.parse(body)
         except MalformedKey:
             return None
-        if not sig.exportable:
+        if sig.sig_type not in types or not sig.exportable:
+            return None
+        # Readers disagree on which of two key-flags subpackets counts (we read the first,
+        # Sequoia and GnuPG the last): such a signature has no one meaning.
+        if sig.count(SUB_KEY_FLAGS) > 1:
             return None
         fprs, ids = sig.issuers()
-        # Someone else's signature: drop it without spending a verification on it.
+        # Someone else's signature: drop it without spending a verification on it. For a
+        # revocation only an issuer in the hashed area counts, so that an edited copy cannot
+        # hide the owner's revocation.
+        if sig.sig_type in _REVOCATIONS:
+            fprs, ids = sig.hashed_issuers()
         if (fprs or ids) and primary.fingerprint not in fprs and primary.key_id not in ids:
             return None
         return sig
 
-    def keep(sigs: list[Packet], types: frozenset[int], *parts: bytes) -> list[Packet]:
-        kept: list[Packet] = []
-        seen: set[bytes] = set()
+    def verified(sigs: list[Packet], types: frozenset[int], *parts: bytes) -> list[Signature]:
+        kept: list[Signature] = []
+        accepted: set[bytes] = set()
         for packet in sigs:
-            if packet.body in seen:
-                continue
-            sig = self_signature(packet.body)
-            if sig is None or sig.sig_type not in types:
+            sig = candidate(packet.body, types)
+            # A copy of a signature already taken is dropped anyway: never verify it.
+            if sig is None or sig.identity in accepted:
                 continue
             if trusted(packet.body) or verify_over(primary, sig, primary.hash_prefix, *parts):
-                kept.append(packet)
-                seen.add(packet.body)
+                kept.append(sig)
+                accepted.add(sig.identity)
         return kept
 
-    direct = keep(raw.direct, frozenset({SigType.DIRECT_KEY, SigType.KEY_REVOCATION}))
+    def normalized(sigs: list[Signature]) -> list[Packet]:
+        return [Packet(Tag.SIGNATURE, sig.normalized(primary)) for sig in _bounded(sigs)]
+
+    direct_types = frozenset({SigType.DIRECT_KEY, SigType.KEY_REVOCATION})
+    direct = verified(raw.direct, direct_types)
     # A key revocation misplaced after a user ID or subkey still revokes the key.
     for comp in (*raw.user_ids, *raw.subkeys):
-        extra = keep(comp.sigs, frozenset({SigType.KEY_REVOCATION}))
-        direct.extend(p for p in extra if p not in direct)
+        direct.extend(verified(comp.sigs, frozenset({SigType.KEY_REVOCATION})))
 
     user_ids: list[_Component] = []
-    seen_uids: dict[bytes, _Component] = {}
-    for comp in raw.user_ids:
-        sigs = keep(
-            comp.sigs,
-            CERTIFICATIONS | {SigType.CERT_REVOCATION},
-            user_id_hash_prefix(comp.packet.body),
+    for comp in _grouped(raw.user_ids):
+        sigs = _bounded(
+            verified(
+                comp.sigs,
+                CERTIFICATIONS | {SigType.CERT_REVOCATION},
+                user_id_hash_prefix(comp.packet.body),
+            )
         )
-        if comp.packet.body in seen_uids:
-            existing = seen_uids[comp.packet.body]
-            existing.sigs.extend(p for p in sigs if p not in existing.sigs)
-        elif sigs:
-            new = _Component(comp.packet, sigs)
-            seen_uids[comp.packet.body] = new
-            user_ids.append(new)
-    # A user ID with only a revocation and no certification says nothing: drop it.
-    user_ids = [
-        c
-        for c in user_ids
-        if any(Signature.parse(p.body).sig_type in CERTIFICATIONS for p in c.sigs)
-    ]
+        # A user ID with only a revocation and no certification says nothing: drop it.
+        if any(sig.sig_type in CERTIFICATIONS for sig in sigs):
+            user_ids.append(_Component(comp.packet, normalized(sigs)))
 
     subkeys: list[_Component] = []
-    seen_subkeys: dict[str, _Component] = {}
-    for comp in raw.subkeys:
+    for comp in _grouped(raw.subkeys):
         try:
             subkey = PublicKey.parse(comp.packet.body)
         except KeyRejected:
             continue  # damaged or unsupported subkey: drop it, keep the rest of the key
         if subkey.fingerprint == primary.fingerprint or subkey.version != primary.version:
             continue
-        bindings = [
-            p
-            for p in keep(comp.sigs, frozenset({SigType.SUBKEY_BINDING}), subkey.hash_prefix)
-            if trusted(p.body) or _backsig_ok(primary, subkey, Signature.parse(p.body))
-        ]
+        backsigs: dict[bytes, bytes | None] = {}
+        bindings: list[Signature] = []
+        for sig in verified(comp.sigs, frozenset({SigType.SUBKEY_BINDING}), subkey.hash_prefix):
+            if not _flags_fit(subkey, sig.key_flags):
+                continue
+            ok, embedded = _backsig(primary, subkey, sig, trusted=trusted(sig.body))
+            if ok:
+                bindings.append(sig)
+                backsigs.setdefault(sig.identity, embedded)
+        bindings = _bounded(bindings)
         if not bindings:
             continue  # unbound, foreign or damaged: never stored, never served
-        revocations = keep(comp.sigs, frozenset({SigType.SUBKEY_REVOCATION}), subkey.hash_prefix)
-        if subkey.fingerprint in seen_subkeys:
-            existing = seen_subkeys[subkey.fingerprint]
-            existing.sigs.extend(p for p in (*bindings, *revocations) if p not in existing.sigs)
-        else:
-            new = _Component(comp.packet, [*bindings, *revocations])
-            seen_subkeys[subkey.fingerprint] = new
-            subkeys.append(new)
-    return _RawCert(raw.primary, direct, user_ids, subkeys)
+        revocations = _bounded(
+            verified(comp.sigs, frozenset({SigType.SUBKEY_REVOCATION}), subkey.hash_prefix)
+        )
+        packets = [
+            Packet(Tag.SIGNATURE, sig.normalized(primary, backsigs[sig.identity]))
+            for sig in bindings
+        ] + [Packet(Tag.SIGNATURE, sig.normalized(primary)) for sig in revocations]
+        subkeys.append(_Component(comp.packet, packets))
+    return _RawCert(raw.primary, normalized(direct), user_ids, subkeys)
 
 
-def _backsig_ok(primary: PublicKey, subkey: PublicKey, binding: Signature) -> bool:
-    """A signing subkey must sign back its binding (RFC 9580 section 5.2.1, type 0x19).
-
-    Without this, anyone could bind someone else's signing key to their own certificate and
-    claim that person's signatures.
-    """
-    flags = binding.key_flags
-    needs = (
-        bool(flags & KEY_FLAG_SIGN)
-        if flags is not None
-        else subkey.algorithm in SIGN_ONLY_ALGORITHMS
-    )
-    if not needs:
+def _flags_fit(subkey: PublicKey, flags: int | None) -> bool:
+    """Whether a binding's key flags ask only for what the subkey's algorithm can do."""
+    if flags is None:
         return True
-    for body in binding.embedded_signatures():
+    if flags & _SIGNING_FLAGS and subkey.algorithm in ENCRYPT_ONLY_ALGORITHMS:
+        return False
+    return not (flags & _ENCRYPTION_FLAGS and subkey.algorithm in SIGN_ONLY_ALGORITHMS)
+
+
+def _needs_backsig(subkey: PublicKey, binding: Signature) -> bool:
+    """Whether a binding makes its subkey a signing key (kept only with a back-signature)."""
+    if binding.sig_type != SigType.SUBKEY_BINDING:
+        return False
+    flags = binding.key_flags
+    if flags is not None:
+        return bool(flags & KEY_FLAG_SIGN)
+    return subkey.algorithm in SIGN_ONLY_ALGORITHMS
+
+
+def _backsig(
+    primary: PublicKey, subkey: PublicKey, binding: Signature, *, trusted: bool
+) -> tuple[bool, bytes | None]:
+    """Whether a binding may stand, and the back-signature to keep in its unhashed area.
+
+    A signing subkey must sign back its binding (RFC 9580 section 5.2.1, type 0x19).
+    Without this, anyone could bind someone else's signing key to their own certificate and
+    claim that person's signatures. Only the back-signature that verified is kept (itself
+    normalised); one in the hashed area needs no copy.
+    """
+    if not _needs_backsig(subkey, binding):
+        return True, None
+    hashed = [s.body for s in binding.hashed if s.type == SUB_EMBEDDED_SIGNATURE]
+    unhashed = [s.body for s in binding.unhashed if s.type == SUB_EMBEDDED_SIGNATURE]
+    for in_hashed, body in [(True, b) for b in hashed] + [(False, b) for b in unhashed]:
         try:
             back = Signature.parse(body)
         except MalformedKey:
             continue
-        if back.sig_type == SigType.PRIMARY_KEY_BINDING and verify_over(
-            subkey, back, primary.hash_prefix, subkey.hash_prefix
-        ):
-            return True
-    return False
+        if back.sig_type != SigType.PRIMARY_KEY_BINDING:
+            continue
+        if trusted or verify_over(subkey, back, primary.hash_prefix, subkey.hash_prefix):
+            return True, None if in_hashed else back.normalized(subkey)
+    return False, None
 
 
 def _serialize(raw: _RawCert) -> bytes:
-    packets: list[Packet] = [raw.primary, *raw.direct]
-    for comp in (*raw.user_ids, *raw.subkeys):
-        packets.append(comp.packet)
-        packets.extend(comp.sigs)
-    return serialize(packets)
+    return serialize(_packets(raw))
 
 
 def _policy_refusal(primary: PublicKey, raw: _RawCert) -> KeyRejected:
@@ -548,6 +653,8 @@ def _finish(raw: _RawCert, *, strict: bool = True) -> Certificate:
                 bits=key.bits,
                 curve=key.curve,
                 created=datetime.fromtimestamp(key.created, UTC),
+                findable=key.algorithm in ENCRYPT_ONLY_ALGORITHMS
+                or any(_needs_backsig(key, Signature.parse(p.body)) for p in comp.sigs),
             )
         )
     return Certificate(

@@ -258,6 +258,7 @@ class Signature:
     hashed: list[Subpacket]
     unhashed: list[Subpacket]
     hashed_len: int  # bytes of the body that the signature covers, from its start
+    tail_start: int  # where the digest prefix starts, right after the unhashed area
     digest_prefix: bytes
     salt: bytes
     material: bytes
@@ -291,6 +292,7 @@ class Signature:
             raise MalformedKey("A signature packet is cut off.")
         unhashed = _parse_subpackets(body[pos : pos + unhashed_size])
         pos += unhashed_size
+        tail_start = pos
         if pos + 2 > len(body):
             raise MalformedKey("A signature packet is cut off.")
         digest_prefix = body[pos : pos + 2]
@@ -313,6 +315,7 @@ class Signature:
             hashed=hashed,
             unhashed=unhashed,
             hashed_len=hashed_len,
+            tail_start=tail_start,
             digest_prefix=digest_prefix,
             salt=salt,
             material=body[pos:],
@@ -349,6 +352,57 @@ class Signature:
     def has_unknown_critical(self) -> bool:
         return any(s.critical and s.type not in KNOWN_SUBPACKETS for s in self.hashed)
 
+    def count(self, kind: int) -> int:
+        """How often a subpacket type occurs in the hashed area."""
+        return sum(1 for s in self.hashed if s.type == kind)
+
+    @property
+    def revocation_reason(self) -> int | None:
+        raw = self._subpacket(SUB_REVOCATION_REASON)
+        return raw[0] if raw else None
+
+    @property
+    def identity(self) -> bytes:
+        """What the signer signed: the packet up to the end of the hashed area.
+
+        Two signatures with the same identity are one statement of their signer, however
+        their unhashed areas or (malleable) signature values differ: we keep one of them.
+        """
+        return self.body[: self.hashed_len]
+
+    def normalized(self, issuer: PublicKey, embedded: bytes | None = None) -> bytes:
+        """This signature with its unhashed area rebuilt to what clients need.
+
+        The unhashed area is not covered by the signature, so anyone can rewrite it: GnuPG
+        judges a signature bad when it carries an unknown critical subpacket there, treats
+        copies that differ only there as one signature, and needs an issuer to find the
+        key. It keeps only the issuer of the verified signer (as key id and fingerprint,
+        where the hashed area lacks them; no key id in v6 signatures, RFC 9580 section
+        5.2.3.12) and ``embedded`` (a verified back-signature), the way Sequoia's
+        ``Signature::normalize`` does.
+        """
+        subs: list[bytes] = []
+        hashed_types = {s.type for s in self.hashed}
+        if self.version == 4 and SUB_ISSUER_KEY_ID not in hashed_types:
+            subs.append(encode_subpacket(SUB_ISSUER_KEY_ID, bytes.fromhex(issuer.key_id)))
+        if SUB_ISSUER_FINGERPRINT not in hashed_types:
+            subs.append(
+                encode_subpacket(
+                    SUB_ISSUER_FINGERPRINT,
+                    bytes([issuer.version]) + bytes.fromhex(issuer.fingerprint),
+                )
+            )
+        if embedded is not None:
+            subs.append(encode_subpacket(SUB_EMBEDDED_SIGNATURE, embedded))
+        area = b"".join(subs)
+        count_size = 4 if self.version == 6 else 2
+        return (
+            self.body[: self.hashed_len]
+            + len(area).to_bytes(count_size, "big")
+            + area
+            + self.body[self.tail_start :]
+        )
+
     def issuers(self) -> tuple[frozenset[str], frozenset[str]]:
         """(fingerprints, key ids) this signature names as its issuer, upper-case hex.
 
@@ -366,6 +420,20 @@ class Signature:
             self._issuers = (frozenset(fprs), frozenset(ids))
         return self._issuers
 
+    def hashed_issuers(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(fingerprints, key ids) named in the hashed area: the signer vouches for these."""
+        fprs = frozenset(
+            s.body[1:].hex().upper()
+            for s in self.hashed
+            if s.type == SUB_ISSUER_FINGERPRINT and len(s.body) in (21, 33)
+        )
+        ids = frozenset(
+            s.body.hex().upper()
+            for s in self.hashed
+            if s.type == SUB_ISSUER_KEY_ID and len(s.body) == 8
+        )
+        return fprs, ids
+
     def embedded_signatures(self) -> list[bytes]:
         """Bodies of embedded signatures (back-signatures live here), hashed area first."""
         return [s.body for s in (*self.hashed, *self.unhashed) if s.type == SUB_EMBEDDED_SIGNATURE]
@@ -374,6 +442,19 @@ class Signature:
         """The hashed part of the packet plus the final trailer (RFC 9580 section 5.2.4)."""
         covered = self.body[: self.hashed_len]
         return covered + bytes([self.version, 0xFF]) + len(covered).to_bytes(4, "big")
+
+
+def encode_subpacket(kind: int, body: bytes) -> bytes:
+    """One non-critical subpacket (RFC 9580 section 5.2.3.7)."""
+    length = len(body) + 1
+    if length < 192:
+        header = bytes([length])
+    elif length < 16320:
+        length -= 192
+        header = bytes([(length >> 8) + 192, length & 0xFF])
+    else:
+        header = b"\xff" + length.to_bytes(4, "big")
+    return header + bytes([kind]) + body
 
 
 def _parse_subpackets(area: bytes) -> list[Subpacket]:
