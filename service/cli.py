@@ -268,6 +268,36 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    from service.core.directory import Directory  # noqa: PLC0415
+    from service.db.migrate import pending_revision  # noqa: PLC0415
+    from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
+
+    url = Settings().database_url
+    if _missing_sqlite_file(url):
+        print(
+            f"keydir: there is no database file at {url}; check KEYDIR_DATABASE_URL.",
+            file=sys.stderr,
+        )
+        return 2
+    engine = make_engine(url)
+    try:
+        if pending_revision(engine) is not None:
+            print(
+                "keydir: the database schema is out of date; run `keydir migrate`.", file=sys.stderr
+            )
+            return 2
+        report = Directory(make_sessionmaker(engine)).repair(dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+    verb = "would repair" if args.dry_run else "repaired"
+    print(
+        f"keydir: {report.checked} keys checked, {verb} {report.repaired} "
+        f"({report.bytes_before} bytes before, {report.bytes_after} after)."
+    )
+    return 0
+
+
 def _admin_command(work: Callable[[Admin], int]) -> int:
     """Run an operator command on the configured database, refusing an outdated schema."""
     from sqlalchemy.exc import InterfaceError, OperationalError  # noqa: PLC0415
@@ -528,6 +558,13 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
     stats.add_argument("--top", type=int, default=10, help="domains to list (default 10)")
     stats.set_defaults(run=_stats)
+
+    repair = commands.add_parser(
+        "repair",
+        help="normalise every stored key's signatures (after an upgrade that asks for it)",
+    )
+    repair.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    repair.set_defaults(run=_repair)
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--output", "-o", default="-", help="file to write, - for stdout")

@@ -175,3 +175,17 @@ def test_commands_say_when_the_database_is_unreachable(run: Runner) -> None:
     result = run("postgresql+psycopg://postgres@127.0.0.1:9/keydir", "stats")
     assert result.returncode == 2
     assert result.stderr.startswith("keydir: the database cannot be reached (")
+
+
+def test_repair_as_the_real_program(database: tuple[str, Engine]) -> None:
+    """`keydir repair` reports what it checked; a second run repairs nothing."""
+    url, engine = database
+    directory = Directory(make_sessionmaker(engine))
+    directory.upload(read_data("rsa_multi_uid.asc"))
+    directory.upload(read_data("ed25519_revoked.asc"))
+    dry = keydir(url, "repair", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("keydir: 2 keys checked, would repair 0")
+    done = keydir(url, "repair")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("keydir: 2 keys checked, repaired 0")

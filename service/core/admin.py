@@ -92,7 +92,7 @@ class Admin:
             if row is None:
                 holders = [
                     c.fingerprint
-                    for c in cert_repo.find_by_key(session, fingerprint=fpr)
+                    for c in cert_repo.find_by_key(session, fingerprint=fpr, only_findable=False)
                     if c.fingerprint != fpr
                 ]
                 if holders:
@@ -117,7 +117,7 @@ class Admin:
             elif reason is not None:
                 row.reason = reason
             removed = []
-            for holder in cert_repo.find_by_key(session, fingerprint=fpr):
+            for holder in cert_repo.find_by_key(session, fingerprint=fpr, only_findable=False):
                 locked = cert_repo.get(session, holder.fingerprint, for_update=True)
                 if locked is not None:
                     removed.append(_remove(session, locked))

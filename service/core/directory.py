@@ -6,6 +6,7 @@ and the web pages translate these calls; none of them decides what is published.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ __all__ = [
     "ManageView",
     "ManagedKey",
     "PublishedKey",
+    "RepairReport",
     "TokenState",
     "UploadRejected",
     "UploadResult",
@@ -159,6 +161,14 @@ class ImportOutcome(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     REJECTED = "rejected"
+
+
+@dataclass(slots=True)
+class RepairReport:
+    checked: int = 0
+    repaired: int = 0  # keys whose stored form changed
+    bytes_before: int = 0  # of the repaired keys
+    bytes_after: int = 0
 
 
 class UploadRejected(ValueError):
@@ -281,12 +291,14 @@ class Directory:
             results.extend(self._attach(session, parsed.loose_signatures, now))
         token = None
         if results:
+            # The token may ask for mails only to what this upload showed us.
             token = token_repo.issue(
                 session,
                 TokenPurpose.UPLOAD,
                 results[0].fingerprint,
                 lifetime=self.limits.upload_token_lifetime,
                 now=now,
+                scope=list(results[0].status),
             )
         return UploadResult(results, token)
 
@@ -300,7 +312,8 @@ class Directory:
             changed = True
         else:
             changed = self._merge_into(row, cert, now)
-        return UploadedKey(cert.fingerprint, _status(session, row, now), changed, new)
+        shown = _shown(cert)
+        return UploadedKey(cert.fingerprint, _status(session, row, now, shown), changed, new)
 
     def _merge_into(self, row: CertRow, cert: openpgp.Certificate, now: datetime) -> bool:
         """Merge ``cert`` into the stored key of ``row``; whether anything changed.
@@ -335,18 +348,18 @@ class Directory:
                 assert locked is not None
                 stored = openpgp.load(locked.full_data)
                 merged = openpgp.attach_signatures(stored, [body])
-                changed = merged.data != stored.data
-                if changed:
+                if merged.data != stored.data:
                     _write(locked, merged, now)
-                updated = UploadedKey(
-                    locked.fingerprint, _status(session, locked, now), changed, False
-                )
-                if changed:
+                    # A lone signature shows no user ID: the answer lists no address.
+                    updated = UploadedKey(locked.fingerprint, {}, True, False)
                     break
             if updated is None:
+                # The same answer whether the key is unknown or the signature adds nothing
+                # to it: a signature naming a stored key must not open that key's details.
                 raise UploadRejected(
-                    "This is a lone signature (such as a revocation certificate) for a key "
-                    "that is not stored here. Upload the key itself first."
+                    "This is a lone signature (such as a revocation certificate) that adds "
+                    "nothing to any key stored here: either its key is not stored here "
+                    "(upload the key itself first), or the key already has it."
                 )
             results.append(updated)
         return results
@@ -393,6 +406,51 @@ class Directory:
                 continue
             outcomes.append((ImportOutcome.UPDATED if changed else ImportOutcome.UNCHANGED, None))
         return outcomes
+
+    # -- repair ---------------------------------------------------------------------------
+
+    def repair(self, *, batch: int = 200, dry_run: bool = False) -> RepairReport:
+        """Bring every stored key to the form an upload stores today.
+
+        Keys stored before signatures were normalised may carry copies of their owner's
+        signatures with edited unhashed areas (which hide revocations from GnuPG and grow
+        keys without bound), too many superseded self-signatures, or subkeys that lookups
+        should not find by their own id. Reading a stored key normalises it; this writes
+        the result back, ``batch`` keys per transaction. Running it twice changes nothing.
+        """
+        report = RepairReport()
+        after: str | None = ""
+        while after is not None:
+            after = self._transaction(
+                functools.partial(
+                    self._repair_batch, after=after, batch=batch, report=report, dry_run=dry_run
+                )
+            )
+        return report
+
+    def _repair_batch(
+        self, session: Session, *, after: str, batch: int, report: RepairReport, dry_run: bool
+    ) -> str | None:
+        rows = cert_repo.batch_after(session, after, batch)
+        if not rows:
+            return None
+        now = utcnow()
+        for row in rows:
+            report.checked += 1
+            cert = openpgp.load(row.full_data)
+            findable = {s.fingerprint: s.findable for s in cert.subkeys}
+            keys_stale = any(
+                not k.is_primary and k.findable != findable.get(k.fingerprint, k.findable)
+                for k in row.keys
+            )
+            if cert.data == row.full_data and not keys_stale:
+                continue
+            report.repaired += 1
+            report.bytes_before += len(row.full_data)
+            report.bytes_after += len(cert.data)
+            if not dry_run:
+                _write(row, cert, now)
+        return rows[-1].fingerprint
 
     # -- lookup ---------------------------------------------------------------------------
 
@@ -492,17 +550,20 @@ class Directory:
             raise VerifyRejected("The key of this upload token is no longer stored.")
         cert = openpgp.load(row.full_data)
         rows = {a.address: a for a in row.addresses}
+        # Only what the upload showed may be mailed: a token from an upload of a served copy
+        # (or of a lone signature) reaches none of the key's unconfirmed addresses.
+        scope = set(json.loads(upload.scope)) if upload.scope is not None else set()
         wanted: list[str] = []
         for text in addresses:
             try:
                 address = openpgp.normalize_address(text)
             except openpgp.InvalidAddress as exc:
                 raise VerifyRejected(f"{text!r} is not a valid e-mail address.") from exc
-            if address not in rows:
-                raise VerifyRejected(f"The address {text} is not on this key.")
+            if address not in rows or address not in scope:
+                raise VerifyRejected(f"The address {text} is not on the key you uploaded.")
             wanted.append(address)
         self._offer(session, row=row, cert=cert, addresses=wanted, locales=locales, now=now)
-        return UploadedKey(row.fingerprint, _status(session, row, now), False, False)
+        return UploadedKey(row.fingerprint, _status(session, row, now, scope), False, False)
 
     def _offer(
         self,
@@ -757,9 +818,20 @@ def _published(row: CertRow) -> PublishedKey:
     )
 
 
-def _status(session: Session, row: CertRow, now: datetime) -> dict[str, AddressState]:
+def _shown(cert: openpgp.Certificate) -> set[str]:
+    """The addresses an upload showed us: those of its user IDs that verify."""
+    return set(cert.addresses)
+
+
+def _status(
+    session: Session, row: CertRow, now: datetime, shown: set[str]
+) -> dict[str, AddressState]:
+    """The state of each stored address of ``row`` among ``shown``; never any other: an
+    upload's answer must not tell its sender about addresses it did not carry."""
     status = {}
     for address in row.addresses:
+        if address.address not in shown:
+            continue
         state = AddressState(address.state)
         if state == AddressState.UNPUBLISHED and token_repo.outstanding(
             session, TokenPurpose.VERIFY, row.fingerprint, address.address, now
@@ -783,8 +855,8 @@ def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
     row.updated_at = now
     cert_repo.set_keys(
         row,
-        [(cert.fingerprint, cert.key_id, True)]
-        + [(s.fingerprint, s.key_id, False) for s in cert.subkeys],
+        [(cert.fingerprint, cert.key_id, True, True)]
+        + [(s.fingerprint, s.key_id, False, s.findable) for s in cert.subkeys],
     )
     existing = {a.address: a for a in row.addresses}
     for address, uid in cert.addresses.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.orm import Session, selectinload
 
 from service.db.models import AddressRow, AddressState, CertKeyRow, CertRow
@@ -33,12 +33,18 @@ def get_many(session: Session, fingerprints: Sequence[str]) -> dict[str, CertRow
 
 
 def find_by_key(
-    session: Session, *, fingerprint: str | None = None, key_id: str | None = None
+    session: Session,
+    *,
+    fingerprint: str | None = None,
+    key_id: str | None = None,
+    only_findable: bool = True,
 ) -> Sequence[CertRow]:
     """Certificates holding a (sub)key with this fingerprint or key id.
 
     Certificates whose primary key matches come first, then the others by age: the first
-    uploader of a subkey is more likely its owner than someone who bound it later.
+    uploader of a subkey is more likely its owner than someone who bound it later. A subkey
+    that is not ``findable`` (it might be someone's primary key) matches only when
+    ``only_findable`` is off (operators look for every holder of a key).
     """
     if (fingerprint is None) == (key_id is None):
         raise ValueError("give exactly one of fingerprint and key_id")
@@ -49,6 +55,8 @@ def find_by_key(
         .where(match)
         .order_by(CertKeyRow.is_primary.desc(), CertRow.first_seen, CertRow.fingerprint)
     )
+    if only_findable:
+        query = query.where(or_(CertKeyRow.is_primary, CertKeyRow.findable))
     return session.scalars(query).unique().all()
 
 
@@ -78,16 +86,20 @@ def find_all_published_by_address(session: Session, address: str) -> Sequence[Ce
     return session.scalars(query).unique().all()
 
 
-def set_keys(cert: CertRow, keys: Sequence[tuple[str, str, bool]]) -> None:
-    """Make the (fingerprint, key id, is_primary) rows of ``cert`` exactly ``keys``."""
-    wanted = {fpr: (kid, primary) for fpr, kid, primary in keys}
+def set_keys(cert: CertRow, keys: Sequence[tuple[str, str, bool, bool]]) -> None:
+    """Make the (fingerprint, key id, is_primary, findable) rows of ``cert`` exactly ``keys``."""
+    wanted = {fpr: (kid, primary, findable) for fpr, kid, primary, findable in keys}
     for row in list(cert.keys):
         if row.fingerprint not in wanted:
             cert.keys.remove(row)
         else:
-            del wanted[row.fingerprint]
-    for fpr, (kid, primary) in wanted.items():
-        cert.keys.append(CertKeyRow(fingerprint=fpr, key_id=kid, is_primary=primary))
+            _kid, _primary, findable = wanted.pop(row.fingerprint)
+            if row.findable != findable:
+                row.findable = findable
+    for fpr, (kid, primary, findable) in wanted.items():
+        cert.keys.append(
+            CertKeyRow(fingerprint=fpr, key_id=kid, is_primary=primary, findable=findable)
+        )
 
 
 def published_addresses(cert: CertRow) -> list[str]:
@@ -144,6 +156,20 @@ def delete(session: Session, cert: CertRow) -> None:
     """Delete a certificate with its key and address rows (its tokens go by cascade)."""
     session.delete(cert)
     session.flush()
+
+
+def batch_after(session: Session, after: str, size: int) -> Sequence[CertRow]:
+    """Up to ``size`` stored certificates after the fingerprint ``after``, in order, locked
+    for update, with their keys and addresses loaded."""
+    query = (
+        select(CertRow)
+        .where(CertRow.fingerprint > after)
+        .order_by(CertRow.fingerprint)
+        .limit(size)
+        .with_for_update()
+        .options(selectinload(CertRow.keys), selectinload(CertRow.addresses))
+    )
+    return session.scalars(query).all()
 
 
 def count(session: Session) -> int:

@@ -36,6 +36,7 @@ _PRIMARY = (
 _BY_KEY = (
     "SELECT c.fingerprint, c.published_armor, c.published_digest, c.version FROM cert_keys k "
     "JOIN certs c ON c.fingerprint = k.cert_fingerprint WHERE k.{column} = {p} "
+    "AND (k.is_primary OR k.findable) "
     "ORDER BY k.is_primary DESC, c.first_seen, c.fingerprint LIMIT 1"
 )
 # The latest confirmation wins: as certs.find_published_by_address.

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -112,6 +113,11 @@ class CertKeyRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     key_id: Mapped[str] = mapped_column(String(16), index=True)
     is_primary: Mapped[bool] = mapped_column(Boolean)
+    # Whether a lookup by this subkey's own fingerprint or key id may answer with ``cert``:
+    # only when the subkey proved it belongs there (a verified back-signature) or its
+    # algorithm can only encrypt (so it cannot be someone's primary key bound here to
+    # capture lookups of that key).
+    findable: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
     cert: Mapped[CertRow] = relationship(back_populates="keys")
 
@@ -162,6 +168,8 @@ class TokenRow(Base):
         ForeignKey("certs.fingerprint", ondelete="CASCADE"), index=True
     )
     address: Mapped[str | None] = mapped_column(String(254))
+    # Upload tokens: the JSON list of addresses the upload showed, the only ones it may mail.
+    scope: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

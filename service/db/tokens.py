@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from datetime import datetime, timedelta
 
@@ -24,8 +25,12 @@ def issue(
     lifetime: timedelta,
     now: datetime,
     address: str | None = None,
+    scope: list[str] | None = None,
 ) -> str:
-    """Store a new token's hash and return the token (256 random bits, URL-safe)."""
+    """Store a new token's hash and return the token (256 random bits, URL-safe).
+
+    ``scope`` (upload tokens) lists the addresses the token may ask mails for.
+    """
     token = secrets.token_urlsafe(32)
     session.add(
         TokenRow(
@@ -33,6 +38,7 @@ def issue(
             purpose=purpose.value,
             cert_fingerprint=cert_fingerprint,
             address=address,
+            scope=None if scope is None else json.dumps(sorted(scope)),
             created_at=now,
             expires_at=now + lifetime,
         )

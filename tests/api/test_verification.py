@@ -240,7 +240,7 @@ def test_address_not_on_key_is_refused(mail_client: TestClient) -> None:
         json={"token": body["token"], "addresses": ["someone@example.org"]},
     )
     assert response.status_code == 400
-    assert "not on this key" in response.json()["error"]
+    assert "not on the key you uploaded" in response.json()["error"]
 
 
 def test_tokens_used_twice_expired_or_for_another_purpose_change_nothing(
