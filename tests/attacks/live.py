@@ -73,15 +73,18 @@ class Server:
         body = urllib.parse.urlencode({"keytext": text}).encode()
         return self.request("/pks/add", body, "application/x-www-form-urlencoded")
 
-    def web_upload(self, keytext: str | bytes) -> Answer:
-        """The upload page's form, submitted as a browser would (with the CSRF token)."""
-        text = keytext.decode() if isinstance(keytext, bytes) else keytext
+    def form(self, page: str, action: str, **fields: str) -> Answer:
+        """Submit the form of ``page`` to ``action`` as a browser would (CSRF cookie and field)."""
         try:
-            with post_form(self.url, "/upload", "/upload", keytext=text) as response:
+            with post_form(self.url, page, action, **fields) as response:
                 return Answer(response.status, response.read())
         except urllib.error.HTTPError as error:
             with error:
                 return Answer(error.code, error.read())
+
+    def web_upload(self, keytext: str | bytes) -> Answer:
+        text = keytext.decode() if isinstance(keytext, bytes) else keytext
+        return self.form("/upload", "/upload", keytext=text)
 
     def request_verify(self, token: str, addresses: list[str]) -> Answer:
         body = json.dumps({"token": token, "addresses": addresses}).encode()
@@ -95,15 +98,20 @@ class Server:
 
     # -- the mail round trip ------------------------------------------------------------------
 
+    def link(self, address: str, kind: str) -> str:
+        """The token of the newest ``kind`` link (verify, manage) mailed to ``address``."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            links = [self.smtp.inbox.link(m) for m in self.smtp.inbox.to(address)]
+            tokens = [token for found, token in links if found == kind]
+            if tokens:
+                return tokens[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no {kind} mail to {address}")
+
     def confirm(self, address: str) -> None:
         """Wait for the newest confirmation mail to ``address`` and press its button."""
-        deadline = time.monotonic() + 60
-        while not self.smtp.inbox.to(address) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        messages = self.smtp.inbox.to(address)
-        assert messages, f"no mail to {address}"
-        kind, token = self.smtp.inbox.link(messages[-1])
-        assert kind == "verify"
+        token = self.link(address, "verify")
         with post_form(self.url, f"/verify/{token}", f"/verify/{token}") as response:
             assert response.status == 200
 
