@@ -175,3 +175,22 @@ def test_commands_say_when_the_database_is_unreachable(run: Runner) -> None:
     result = run("postgresql+psycopg://postgres@127.0.0.1:9/keydir", "stats")
     assert result.returncode == 2
     assert result.stderr.startswith("keydir: the database cannot be reached (")
+
+
+@pytest.mark.parametrize(
+    "domain", ["../x", "../../../../escaped", "{tmp}/absolute", "a/b", "", ".", "..", "a..b"]
+)
+def test_export_wkd_refuses_a_domain_that_is_not_a_domain_name(
+    database: tuple[str, Engine], tmp_path: Path, run: Runner, domain: str
+) -> None:
+    # `--domain` names a directory under DIR: a path in it must write nothing anywhere.
+    domain = domain.format(tmp=tmp_path)
+    out = tmp_path / "site" / "www"
+    out.mkdir(parents=True)
+    result = run(database[0], "export-wkd", str(out), f"--domain={domain}")
+    assert result.returncode == 2
+    assert result.stderr == f"keydir: --domain {domain!r} is not a domain name.\n"
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [
+        Path("site"),
+        Path("site/www"),
+    ]
