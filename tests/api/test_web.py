@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from service.db.models import CertRow, OutboxRow
-from tests.api.test_verification import publish
+from tests.api.test_verification import confirm_from_mail, dispatcher, publish, request_verify
 from tests.conftest import read_data
+from tests.gpgutil import gpg
 from tests.mailutil import SmtpServer
 from tests.webutil import form
 
@@ -164,3 +166,24 @@ def test_privacy_page_states_lifetimes(mail_client: TestClient) -> None:
     page = mail_client.get("/privacy").text
     assert "7 days" in page
     assert "24 hours" in page
+
+
+@pytest.mark.gpg
+def test_user_ids_are_isolated_from_the_text_around_them(
+    mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine], gnupghome: Path
+) -> None:
+    # U+202E (right-to-left override) in a user ID would otherwise run on past the user ID
+    # and reorder what the page says after it ("(revoked)", the next user ID).
+    user_id = "Eve \u202eyrev deifirev\u202c <eve@example.org>"
+    made = gpg(gnupghome, "--passphrase", "", "--quick-gen-key", user_id, "ed25519", "default")
+    assert made.returncode == 0, made.stderr.decode(errors="replace")
+    keytext = gpg(gnupghome, "--armor", "--export", "eve@example.org").stdout.decode()
+    uploaded = mail_client.post("/upload", data=form(mail_client, keytext=keytext))
+    assert "<td><bdi>eve@example.org</bdi></td>" in uploaded.text
+    token = mail_client.post("/vks/v1/upload", json={"keytext": keytext}).json()["token"]
+    request_verify(mail_client, token, "eve@example.org")
+    dispatcher(database[1], smtp).run_once()
+    confirm_from_mail(mail_client, smtp, "eve@example.org")
+    page = mail_client.get("/search", params={"q": "eve@example.org"})
+    assert page.status_code == 200
+    assert "<li><bdi>Eve \u202eyrev deifirev\u202c &lt;eve@example.org&gt;</bdi></li>" in page.text
