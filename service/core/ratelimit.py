@@ -23,6 +23,7 @@ from service.db import ratelimit as counters
 UPLOAD = "upload"
 MAIL = "mail"
 ADDRESS_LOOKUP = "address_lookup"
+WKD_CHECK = "wkd_check"
 
 
 @dataclass(frozen=True, slots=True)
