@@ -163,12 +163,21 @@ def _export_wkd(args: argparse.Namespace) -> int:
     from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
 
     settings = Settings()
+    # Each domain names a directory under DIR: anything but a domain name (`../x`, `/etc`)
+    # would write elsewhere.
+    domains: list[str] = []
+    origin = "--domain {!r} is" if args.domain else "KEYDIR_WKD_DOMAINS holds {!r},"
+    for given in args.domain or settings.wkd_domains:
+        name = _domain_name(given)
+        if name is None:
+            print(f"keydir: {origin.format(given)} not a domain name.", file=sys.stderr)
+            return 2
+        domains.append(name)
     engine = make_engine(settings.database_url)
-    domains = [d.lower() for d in args.domain] or settings.wkd_domains or None
-    files = Directory(make_sessionmaker(engine)).wkd_files(domains)
+    files = Directory(make_sessionmaker(engine)).wkd_files(domains or None)
     engine.dispose()
     root = Path(args.directory) / ".well-known" / "openpgpkey"
-    written = {d for d, _ in files} | set(domains or ())
+    written = {d for d, _ in files} | set(domains)
     for domain in sorted(written):
         (root / domain / "hu").mkdir(parents=True, exist_ok=True)
         (root / domain / "policy").write_bytes(POLICY)
@@ -334,6 +343,16 @@ def _admin_command(work: Callable[[Admin], int]) -> int:
         return 2
     finally:
         engine.dispose()
+
+
+def _domain_name(text: str) -> str | None:
+    """``text`` as the domain name addresses are stored with, or None when it is none."""
+    from service.openpgp import InvalidAddress, normalize_address  # noqa: PLC0415
+
+    try:
+        return normalize_address(f"x@{text}").split("@", 1)[1]
+    except InvalidAddress:
+        return None
 
 
 def _missing_sqlite_file(url: str) -> bool:

@@ -116,6 +116,15 @@ class Settings(BaseSettings):
             "Empty: every domain with a confirmed address."
         ),
     )
+    rate_wkd_checks_per_hour: int = Field(
+        default=30, description="WKD domain checks (/wkd/check) per client per hour; 0: off."
+    )
+    wkd_check_timeout_seconds: float = Field(
+        default=10.0,
+        description=(
+            "Longest time one /wkd/check may take, resolving, connecting and reading together."
+        ),
+    )
     wkd_check_allow_private: bool = Field(
         default=False,
         description=(

@@ -189,3 +189,22 @@ def test_repair_as_the_real_program(database: tuple[str, Engine]) -> None:
     done = keydir(url, "repair")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("keydir: 2 keys checked, repaired 0")
+
+
+@pytest.mark.parametrize(
+    "domain", ["../x", "../../../../escaped", "{tmp}/absolute", "a/b", "", ".", "..", "a..b"]
+)
+def test_export_wkd_refuses_a_domain_that_is_not_a_domain_name(
+    database: tuple[str, Engine], tmp_path: Path, run: Runner, domain: str
+) -> None:
+    # `--domain` names a directory under DIR: a path in it must write nothing anywhere.
+    domain = domain.format(tmp=tmp_path)
+    out = tmp_path / "site" / "www"
+    out.mkdir(parents=True)
+    result = run(database[0], "export-wkd", str(out), f"--domain={domain}")
+    assert result.returncode == 2
+    assert result.stderr == f"keydir: --domain {domain!r} is not a domain name.\n"
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [
+        Path("site"),
+        Path("site/www"),
+    ]

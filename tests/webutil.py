@@ -14,10 +14,13 @@ CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def form(client: TestClient, **fields: str) -> dict[str, str]:
-    """``fields`` plus the CSRF token of ``client``'s cookie (fetching a page sets it)."""
-    if "keydir_csrf" not in client.cookies:
+    """``fields`` plus the CSRF token of ``client``'s cookie (fetching a page sets it;
+    it is `__Host-keydir_csrf` when the site's public URL is https)."""
+    names = ("__Host-keydir_csrf", "keydir_csrf")
+    if not any(name in client.cookies for name in names):
         client.get("/")
-    return {"csrf": client.cookies["keydir_csrf"], **fields}
+    token = next(client.cookies[name] for name in names if name in client.cookies)
+    return {"csrf": token, **fields}
 
 
 def post_form(base: str, page: str, action: str, **fields: str) -> Any:

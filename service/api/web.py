@@ -2,7 +2,10 @@
 
 Every page is server-rendered and works without JavaScript. A GET never changes anything
 (mail scanners open links); every form that changes something is a POST carrying a CSRF
-token that must match a SameSite=Strict cookie (double submit).
+token that must match a SameSite=Strict cookie (double submit). A double submit alone trusts
+whoever can set that cookie, a sibling subdomain included, so over HTTPS the cookie is
+`__Host-` prefixed, and a form a browser says came from another site is refused whatever
+it carries.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ templates.env.install_gettext_translations(  # type: ignore[attr-defined]
 )
 
 CSRF_COOKIE = "keydir_csrf"
+# Browsers take a `__Host-` cookie only from this very host, Secure, with Path=/ and no
+# Domain (RFC 6265bis 4.1.3.2), so evil.example.org cannot plant one for keys.example.org.
+# Plain HTTP (a laptop) cannot have it.
+HOST_CSRF_COOKIE = "__Host-keydir_csrf"
+# Fetch Metadata (`Sec-Fetch-Site`, sent by every current browser): forms of our own pages
+# are "same-origin"; a sibling subdomain's are "same-site".
+_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 # Pages load nothing from elsewhere, run no script and may not be framed.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -87,15 +97,22 @@ class CsrfFailed(Exception):
     """A state-changing form arrived without a matching token."""
 
 
+def _csrf_cookie(request: Request) -> str:
+    https = directory_of(request).site.base_url.startswith("https")
+    return HOST_CSRF_COOKIE if https else CSRF_COOKIE
+
+
 def _csrf_token(request: Request) -> str:
-    token = request.cookies.get(CSRF_COOKIE, "")
+    token = request.cookies.get(_csrf_cookie(request), "")
     if len(token) < 32:
         token = request.state.__dict__.setdefault("new_csrf", secrets.token_urlsafe(32))
     return token
 
 
 def check_csrf(request: Request, submitted: str) -> None:
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if request.headers.get("sec-fetch-site", "same-origin") not in _OWN_FETCH_SITES:
+        raise CsrfFailed
+    cookie = request.cookies.get(_csrf_cookie(request), "")
     if not cookie or not hmac.compare_digest(cookie.encode(), submitted.encode()):
         raise CsrfFailed
 
@@ -117,13 +134,15 @@ def _page(request: Request, name: str, code: int = 200, /, **context: object) ->
         status_code=code,
     )
     response.headers.update(SECURITY_HEADERS)
-    if request.cookies.get(CSRF_COOKIE) != csrf:
+    cookie = _csrf_cookie(request)
+    if request.cookies.get(cookie) != csrf:
         response.set_cookie(
-            CSRF_COOKIE,
+            cookie,
             csrf,
+            path="/",
             httponly=True,
             samesite="strict",
-            secure=directory.site.base_url.startswith("https"),
+            secure=cookie == HOST_CSRF_COOKIE,
         )
     return response
 

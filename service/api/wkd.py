@@ -8,12 +8,17 @@ GnuPG caches a domain as "no WKD" when the policy file is missing).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from service.api import responses
 from service.api.context import directory_of, enforce_async, lookups_of
 from service.api.responses import CACHE_CONTROL
 from service.core import ratelimit
@@ -141,23 +146,74 @@ class CheckResult(BaseModel):
 
 check_router = APIRouter(tags=["WKD"])
 
+# A check may hold a thread until its deadline, and anyone can ask for one that does (a
+# domain whose server answers a byte at a time). Checks run on their own few threads, so the
+# routes that share the application's thread pool (pages, uploads) never wait behind them;
+# a check that finds them all taken waits (without a thread) at most its own time limit.
+CHECKS_AT_ONCE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckSlots:
+    admission: anyio.Semaphore  # waited on without a thread
+    threads: anyio.CapacityLimiter  # never contended: only admitted checks get here
+
+
+def _check_slots(request: Request) -> _CheckSlots:
+    state = request.app.state
+    if getattr(state, "wkd_check_slots", None) is None:
+        state.wkd_check_slots = _CheckSlots(
+            anyio.Semaphore(CHECKS_AT_ONCE), anyio.CapacityLimiter(CHECKS_AT_ONCE)
+        )
+    slots: _CheckSlots = state.wkd_check_slots
+    return slots
+
 
 @check_router.get(
     "/wkd/check/{domain}",
     operation_id="wkd_check",
     response_model=CheckResult,
     summary="Is WKD for a domain set up to reach this server?",
+    responses={
+        400: {"content": {"text/plain": {}}, "description": "Not a domain name."},
+        429: {
+            "content": {"text/plain": {}},
+            "description": "Too many checks from you, or too many running at once.",
+        },
+    },
 )
-def check(request: Request, domain: str) -> CheckResult | Response:
+async def check(request: Request, domain: str) -> CheckResult | Response:
     try:
         domain = normalize_address(f"x@{domain}").split("@", 1)[1]
     except InvalidAddress:
         return PlainTextResponse("This is not a valid domain name.\n", status_code=400)
+    try:
+        await enforce_async(request, ratelimit.WKD_CHECK)
+    except ratelimit.RateLimited as exc:
+        return responses.too_many_requests(request, exc.retry_after)
     directory = directory_of(request)
     settings = request.app.state.settings
-    result = check_domain(
-        domain, directory.site.name, allow_private=settings.wkd_check_allow_private
+    timeout: float = settings.wkd_check_timeout_seconds
+    run = partial(
+        check_domain,
+        domain,
+        directory.site.name,
+        allow_private=settings.wkd_check_allow_private,
+        timeout=timeout,
     )
+    slots = _check_slots(request)
+    with anyio.move_on_after(timeout) as waiting:
+        await slots.admission.acquire()
+    if waiting.cancelled_caught:
+        response = responses.text(
+            "Too many domain checks are running on this server; try again in a minute.", 429
+        )
+        response.headers["Retry-After"] = "60"
+        return response
+    try:
+        result = await anyio.to_thread.run_sync(run, limiter=slots.threads)
+    finally:
+        slots.admission.release()
     return CheckResult(
         domain=result.domain,
         host=result.host,
@@ -165,6 +221,6 @@ def check(request: Request, domain: str) -> CheckResult | Response:
         dns_ok=result.dns_ok,
         policy_ok=result.policy_ok,
         served_here=result.served_here,
-        published_addresses=directory.wkd_published_count(domain),
+        published_addresses=await run_in_threadpool(directory.wkd_published_count, domain),
         problem=result.problem,
     )

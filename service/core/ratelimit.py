@@ -23,6 +23,7 @@ from service.db import ratelimit as counters
 UPLOAD = "upload"
 MAIL = "mail"
 ADDRESS_LOOKUP = "address_lookup"
+WKD_CHECK = "wkd_check"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class RateLimiter:
         if rule is None or rule.limit <= 0:
             return
         if self._redis is not None:
+            client = rate_limit_key(client)
             item = RateLimitItemPerSecond(rule.limit, rule.window_seconds)
             if not self._redis.hit(item, "keydir", bucket, client[:64]):
                 reset = self._redis.get_window_stats(item, "keydir", bucket, client[:64])
@@ -108,7 +110,7 @@ class RateLimiter:
         now = self.clock()
         window = int(now // rule.window_seconds)
         retry_after = int((window + 1) * rule.window_seconds - now) + 1
-        client = client[:64]
+        client = rate_limit_key(client)[:64]
         batch = _batch_size(rule.limit)
         if batch == 1:
             return _Pending(bucket, client, window, 1, rule.limit, retry_after)
@@ -179,3 +181,19 @@ def is_trusted_proxy(address: str, trusted: list[str]) -> bool:
             if address == entry:
                 return True
     return False
+
+
+def rate_limit_key(client: str) -> str:
+    """The budget a client address counts against: an IPv4 address alone, an IPv6
+    address's /64 (the smallest network one customer line gets, so one line cannot spread
+    its requests over 2^64 budgets), an IPv4-mapped IPv6 address as its IPv4 address.
+    Anything that is not an address (a test client's name) counts as itself."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

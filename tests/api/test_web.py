@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from service.db.models import CertRow, OutboxRow
-from tests.api.test_verification import publish
+from tests.api.test_verification import confirm_from_mail, dispatcher, publish, request_verify
 from tests.conftest import read_data
+from tests.gpgutil import gpg
 from tests.mailutil import SmtpServer
 from tests.webutil import form
 
@@ -154,13 +156,85 @@ def test_forms_without_the_right_csrf_token_are_refused(
 
 def test_csrf_cookie_is_strict_and_http_only(mail_client: TestClient) -> None:
     cookie = mail_client.get("/upload").headers["set-cookie"]
-    assert "keydir_csrf=" in cookie
+    # The public URL is https: a __Host- cookie, which browsers take only from this very
+    # host (Secure, Path=/, no Domain), so that no sibling subdomain can set it.
+    assert cookie.startswith("__Host-keydir_csrf=")
     assert "HttpOnly" in cookie
     assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
-    assert "Secure" in cookie  # the public URL is https
+    assert "Secure" in cookie
+    assert "Path=/" in cookie
+    assert "Domain" not in cookie
+
+
+PICKED = "attacker-picked-" + "x" * 32
+
+
+def test_a_token_planted_from_a_sibling_subdomain_is_refused(
+    mail_client: TestClient, database: tuple[str, Engine]
+) -> None:
+    # evil.example.org can set a cookie for all of example.org, but not a __Host- one: the
+    # pair it picked (its cookie, its form field) must not pass for ours.
+    for path, fields in (
+        ("/upload", {"keytext": read_data("ed25519.asc").decode()}),
+        ("/manage", {"address": "a@example.org"}),
+    ):
+        response = mail_client.post(
+            path,
+            data={"csrf": PICKED, **fields},
+            headers={"cookie": f"keydir_csrf={PICKED}"},
+        )
+        assert response.status_code == 403, path
+        assert "expired or was sent from another site" in response.text
+    with database[1].connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(CertRow)) == 0
+        assert conn.scalar(select(func.count()).select_from(OutboxRow)) == 0
+
+
+@pytest.mark.parametrize("fetch_site", ["same-site", "cross-site"])
+def test_forms_posted_from_another_site_are_refused_even_with_a_matching_pair(
+    client: TestClient, database: tuple[str, Engine], fetch_site: str
+) -> None:
+    # Served over plain HTTP the cookie cannot be __Host-, and a sibling subdomain can plant
+    # one; a browser still says where the form came from (Fetch Metadata).
+    response = client.post(
+        "/upload",
+        data={"csrf": PICKED, "keytext": read_data("ed25519.asc").decode()},
+        headers={"cookie": f"keydir_csrf={PICKED}", "sec-fetch-site": fetch_site},
+    )
+    assert response.status_code == 403
+    with database[1].connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(CertRow)) == 0
+    # The same form sent from our own pages is taken.
+    same_origin = client.post(
+        "/upload",
+        data=form(client, keytext=read_data("ed25519.asc").decode()),
+        headers={"sec-fetch-site": "same-origin"},
+    )
+    assert same_origin.status_code == 200
 
 
 def test_privacy_page_states_lifetimes(mail_client: TestClient) -> None:
     page = mail_client.get("/privacy").text
     assert "7 days" in page
     assert "24 hours" in page
+
+
+@pytest.mark.gpg
+def test_user_ids_are_isolated_from_the_text_around_them(
+    mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine], gnupghome: Path
+) -> None:
+    # U+202E (right-to-left override) in a user ID would otherwise run on past the user ID
+    # and reorder what the page says after it ("(revoked)", the next user ID).
+    user_id = "Eve \u202eyrev deifirev\u202c <eve@example.org>"
+    made = gpg(gnupghome, "--passphrase", "", "--quick-gen-key", user_id, "ed25519", "default")
+    assert made.returncode == 0, made.stderr.decode(errors="replace")
+    keytext = gpg(gnupghome, "--armor", "--export", "eve@example.org").stdout.decode()
+    uploaded = mail_client.post("/upload", data=form(mail_client, keytext=keytext))
+    assert "<td><bdi>eve@example.org</bdi></td>" in uploaded.text
+    token = mail_client.post("/vks/v1/upload", json={"keytext": keytext}).json()["token"]
+    request_verify(mail_client, token, "eve@example.org")
+    dispatcher(database[1], smtp).run_once()
+    confirm_from_mail(mail_client, smtp, "eve@example.org")
+    page = mail_client.get("/search", params={"q": "eve@example.org"})
+    assert page.status_code == 200
+    assert "<li><bdi>Eve \u202eyrev deifirev\u202c &lt;eve@example.org&gt;</bdi></li>" in page.text

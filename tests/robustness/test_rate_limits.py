@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from service.app import build
-from service.core.ratelimit import client_address
+from service.core.ratelimit import client_address, rate_limit_key
 from service.core.wkd import local_part_hash
 from service.db.models import RateCounterRow
 from service.db.session import make_engine
@@ -160,3 +160,37 @@ def configured_engine(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def test_ipv6_clients_share_a_budget_per_64_and_ipv4_stays_per_address(strict: TestClient) -> None:
+    # One /64 is what a single customer line gets: counting per address would hand that
+    # customer 2^64 budgets. The addresses arrive as a trusted proxy's X-Forwarded-For.
+    keytext = json.dumps({"keytext": read_data("ed25519.asc").decode()})
+
+    def upload(client: str) -> int:
+        headers = {"content-type": "application/json", "x-forwarded-for": client}
+        return strict.post("/vks/v1/upload", content=keytext, headers=headers).status_code
+
+    assert [upload("2001:db8:1:2::1"), upload("2001:db8:1:2:ffff:ffff:ffff:ffff")] == [200, 200]
+    assert upload("2001:db8:1:2:abcd::7") == 429  # same /64, another address
+    assert upload("2001:db8:1:3::1") == 200  # the neighbouring /64 has its own budget
+    assert [upload("192.0.2.7"), upload("192.0.2.8"), upload("192.0.2.8")] == [200, 200, 200]
+    # An IPv4 peer seen through a dual-stack socket is the IPv4 address, not a /64 of them.
+    assert upload("::ffff:192.0.2.7") == 200
+    assert upload("::ffff:192.0.2.7") == 429
+    assert upload("192.0.2.9") == 200
+
+
+@pytest.mark.parametrize(
+    ("client", "key"),
+    [
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+        ("::ffff:198.51.100.4", "198.51.100.4"),
+        ("198.51.100.4", "198.51.100.4"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_rate_limit_key(client: str, key: str) -> None:
+    assert rate_limit_key(client) == key
