@@ -137,6 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
             ratelimit.UPLOAD: Rule(settings.rate_uploads_per_hour, 3600),
             ratelimit.MAIL: Rule(settings.rate_mail_requests_per_hour, 3600),
             ratelimit.ADDRESS_LOOKUP: Rule(settings.rate_address_lookups_per_minute, 60),
+            ratelimit.OFFER_DOMAIN: Rule(settings.rate_hkp_offers_per_domain_per_hour, 3600),
         },
         redis_url=settings.redis_url,
     )
