@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
             ratelimit.MAIL: Rule(settings.rate_mail_requests_per_hour, 3600),
             ratelimit.ADDRESS_LOOKUP: Rule(settings.rate_address_lookups_per_minute, 60),
             ratelimit.WKD_CHECK: Rule(settings.rate_wkd_checks_per_hour, 3600),
+            ratelimit.OFFER_DOMAIN: Rule(settings.rate_hkp_offers_per_domain_per_hour, 3600),
         },
         redis_url=settings.redis_url,
     )

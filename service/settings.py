@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     )
     rate_mail_requests_per_hour: int = Field(
         default=30,
-        description="Requests that send mail (request-verify, manage) per client per hour.",
+        description=(
+            "Mails a client's requests may cause per hour: each confirmation mail "
+            "(request-verify, the page's button, HKP offers) and each manage request; 0: off."
+        ),
     )
     rate_address_lookups_per_minute: int = Field(
         default=600,
@@ -106,7 +109,20 @@ class Settings(BaseSettings):
         default=True,
         description=(
             "Mail a confirmation link to each address of a brand-new key uploaded over HKP "
-            "(`gpg --send-keys`), rate-limited like request-verify."
+            "(`gpg --send-keys`), counted against the client's mail limit."
+        ),
+    )
+    hkp_offers_per_request: int = Field(
+        default=10,
+        ge=0,
+        description="Most confirmation offers one HKP upload may mail; 0: no cap.",
+    )
+    rate_hkp_offers_per_domain_per_hour: int = Field(
+        default=100,
+        ge=0,
+        description=(
+            "Most HKP confirmation offers mailed to one recipient domain per hour, all clients "
+            "together; 0: off."
         ),
     )
     wkd_domains: list[str] = Field(

@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.core.directory import Directory
 from service.core.lookups import KeyLookups
-from service.core.ratelimit import RateLimiter, client_address
+from service.core.ratelimit import MailBudget, RateLimiter, client_address
 
 
 def directory_of(request: Request) -> Directory:
@@ -25,6 +25,20 @@ def enforce(request: Request, bucket: str) -> None:
     """Count this request against the client's limit for ``bucket`` (raises RateLimited)."""
     limiter: RateLimiter = request.app.state.limiter
     limiter.check(bucket, _client(request))
+
+
+def mail_budget(request: Request, *, prepaid: int = 0, hkp_offers: bool = False) -> MailBudget:
+    """What the mails this request causes may use of its client's hourly mail limit
+    (``prepaid``: mails already counted by ``enforce``); HKP offers are also capped per
+    request and per recipient domain."""
+    settings = request.app.state.settings
+    return MailBudget(
+        request.app.state.limiter,
+        _client(request),
+        prepaid=prepaid,
+        per_request=settings.hkp_offers_per_request if hkp_offers else 0,
+        per_domain=hkp_offers,
+    )
 
 
 def lookups_of(request: Request) -> KeyLookups:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from service import openpgp
-from service.api.context import directory_of, enforce, enforce_async, lookups_of
+from service.api.context import directory_of, enforce, enforce_async, lookups_of, mail_budget
 from service.api.responses import key_response, text
 from service.core import queries, ratelimit
 from service.core.directory import IndexEntry, UploadRejected
@@ -179,14 +180,64 @@ def html_index(entry: IndexEntry, *, vindex: bool) -> str:
 def add(request: Request, keytext: Annotated[str, Form()]) -> PlainTextResponse:
     enforce(request, ratelimit.UPLOAD)
     settings = request.app.state.settings
+    offer = settings.hkp_offer_verification
+    foreign = offer and from_another_site(request, settings.base_url)
+    budget = mail_budget(request, hkp_offers=True) if offer and not foreign else None
     try:
         result = directory_of(request).upload(
-            keytext.encode("utf-8", "surrogateescape"),
-            offer_verification=settings.hkp_offer_verification,
+            keytext.encode("utf-8", "surrogateescape"), mail_budget=budget
         )
     except (openpgp.KeyRejected, UploadRejected) as exc:
         return text(str(exc), 422)
     lines = [
         f"{'Stored' if key.changed else 'Unchanged'}: {key.fingerprint}" for key in result.keys
     ]
+    # Always 200 when the keys are stored (OpenKeychain takes anything else as a failure);
+    # what was not mailed is said in a sentence that names no address.
+    upload_page = directory_of(request).site.link("/upload")
+    if foreign and any(key.new for key in result.keys):
+        lines.append(
+            "No confirmation mails were sent: this upload came from another web site. "
+            f"To have your addresses confirmed, upload your key at {upload_page}."
+        )
+    elif budget is not None and budget.withheld:
+        mails = "mail was" if budget.withheld == 1 else "mails were"
+        lines.append(
+            f"{budget.withheld} confirmation {mails} not sent because a mail limit was reached. "
+            f"Try again later, or upload your key at {upload_page}."
+        )
     return PlainTextResponse("\n".join(lines) + "\n")
+
+
+def from_another_site(request: Request, base_url: str) -> bool:
+    """Was this request sent by a browser on behalf of a page of another site?
+
+    HKP clients (GnuPG, sq, OpenKeychain) send neither ``Origin`` nor ``Sec-Fetch-*`` nor
+    ``Referer``; a browser's cross-site form post or fetch carries ``Origin`` (or, in older
+    browsers, at least ``Referer``) and ``Sec-Fetch-Site``. Ours is only the origin of
+    KEYDIR_BASE_URL, never the request's own Host header: a DNS-rebinding page talks to
+    us under its own name, so its Origin and Host agree.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return True
+    ours = _origin(base_url)
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        # Origin "null" (a sandboxed frame, a redirected post) is never ours.
+        if value and (ours is None or _origin(value) != ours):
+            return True
+    return False
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, the default port filled in; None if it has none."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from service import openpgp
-from service.api.context import directory_of, enforce, enforce_async, lookups_of
+from service.api.context import directory_of, enforce, enforce_async, lookups_of, mail_budget
 from service.api.responses import PGP_KEYS, ServedKey, key_response, text
 from service.core import queries, ratelimit
 from service.core.directory import (
@@ -188,9 +188,13 @@ def upload(request: Request, body: Annotated[UploadRequest, Body()]) -> Response
 def request_verify(
     request: Request, body: Annotated[VerifyRequest, Body()]
 ) -> Response | UploadResponse:
+    # The request counts as its first mail (a client over its limit gets a 429); each
+    # further address mailed counts one more.
     enforce(request, ratelimit.MAIL)
     try:
-        key = directory_of(request).request_verify(body.token, body.addresses, body.locale)
+        key = directory_of(request).request_verify(
+            body.token, body.addresses, body.locale, mail_budget=mail_budget(request, prepaid=1)
+        )
     except VerifyRejected as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     return UploadResponse(token=body.token, key_fpr=key.fingerprint, status=key.status)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import openpgp
 from service.core import wkd
 from service.core.queries import Query
+from service.core.ratelimit import MailBudget
 from service.db import blocklist, outbox
 from service.db import certs as cert_repo
 from service.db import tokens as token_repo
@@ -227,23 +228,24 @@ class Directory:
     # -- upload ---------------------------------------------------------------------------
 
     def upload(
-        self, data: bytes, *, single: bool = False, offer_verification: bool = False
+        self, data: bytes, *, single: bool = False, mail_budget: MailBudget | None = None
     ) -> UploadResult:
         """Parse, verify and store one or more keys (or a revocation for a stored key).
 
-        With ``offer_verification``, each brand-new key's addresses get a confirmation mail
-        (HKP uploads: GnuPG users have no other way to ask). Raises ``openpgp.KeyRejected``
-        (bad input) or ``UploadRejected`` with a sentence.
+        With ``mail_budget``, each brand-new key's addresses are offered a confirmation mail
+        as far as the budget allows (HKP uploads: GnuPG users have no other way to ask);
+        its ``mailed`` and ``withheld`` then say how it went. Raises
+        ``openpgp.KeyRejected`` (bad input) or ``UploadRejected`` with a sentence.
         """
         try:
             parsed = self._read(data, single=single)
-            result = self._transaction(
-                lambda session: self._store(session, parsed, offer_verification=offer_verification)
-            )
+            result = self._transaction(lambda session: self._store(session, parsed))
         except (openpgp.KeyRejected, UploadRejected):
             if self._metrics is not None:
                 self._metrics.upload("rejected")
             raise
+        if mail_budget is not None:
+            self._offer_new_keys(parsed.certificates, result, mail_budget)
         if self._metrics is not None:
             for key in result.keys:
                 self._metrics.upload(
@@ -262,9 +264,7 @@ class Directory:
             raise UploadRejected("The upload holds several keys; upload one key at a time here.")
         return parsed
 
-    def _store(
-        self, session: Session, parsed: openpgp.ParsedUpload, *, offer_verification: bool
-    ) -> UploadResult:
+    def _store(self, session: Session, parsed: openpgp.ParsedUpload) -> UploadResult:
         now = utcnow()
         fingerprints = _fingerprints(parsed.certificates)
         blocklist.lock(session, fingerprints)
@@ -274,19 +274,6 @@ class Directory:
         # block committed after it waits for this upload and then deletes what it stored.
         session.flush()
         _refuse_blocked(session, parsed.certificates)
-        if offer_verification:
-            for cert, result in zip(parsed.certificates, results, strict=True):
-                if result.new:
-                    row = cert_repo.get(session, cert.fingerprint)
-                    assert row is not None
-                    self._offer(
-                        session,
-                        row=row,
-                        cert=cert,
-                        addresses=list(result.status),
-                        locales=[],
-                        now=now,
-                    )
         if parsed.loose_signatures:
             results.extend(self._attach(session, parsed.loose_signatures, now))
         token = None
@@ -525,18 +512,31 @@ class Directory:
     # -- verification -----------------------------------------------------------------------
 
     def request_verify(
-        self, token: str, addresses: Sequence[str], locales: Sequence[str] = ()
+        self,
+        token: str,
+        addresses: Sequence[str],
+        locales: Sequence[str] = (),
+        *,
+        mail_budget: MailBudget | None = None,
     ) -> UploadedKey:
-        """Send one confirmation mail per requested address (rate-limited per address).
+        """Send one confirmation mail per requested address (rate-limited per address, and
+        as far as ``mail_budget`` allows: None is no limit but the per-address one).
 
         ``token`` is the upload token. Raises VerifyRejected with a sentence.
         """
         return self._transaction(
-            lambda session: self._request_verify(session, token, addresses, list(locales))
+            lambda session: self._request_verify(
+                session, token, addresses, list(locales), mail_budget
+            )
         )
 
     def _request_verify(
-        self, session: Session, token: str, addresses: Sequence[str], locales: list[str]
+        self,
+        session: Session,
+        token: str,
+        addresses: Sequence[str],
+        locales: list[str],
+        budget: MailBudget | None,
     ) -> UploadedKey:
         now = utcnow()
         upload = token_repo.find(session, token, TokenPurpose.UPLOAD)
@@ -562,30 +562,68 @@ class Directory:
             if address not in rows or address not in scope:
                 raise VerifyRejected(f"The address {text} is not on the key you uploaded.")
             wanted.append(address)
-        self._offer(session, row=row, cert=cert, addresses=wanted, locales=locales, now=now)
+        self._offer(session, [(row, cert, wanted)], locales=locales, now=now, budget=budget)
         return UploadedKey(row.fingerprint, _status(session, row, now, scope), False, False)
+
+    def _offer_new_keys(
+        self,
+        certificates: Sequence[openpgp.Certificate],
+        result: UploadResult,
+        budget: MailBudget,
+    ) -> None:
+        """Offer confirmation to the addresses of the keys an upload created, once it is
+        committed (the budget's counters are written in transactions of their own, which
+        on SQLite would wait for the upload's). Only what this upload carried is offered."""
+        new = {key.fingerprint for key in result.keys if key.new}
+        certs = [cert for cert in certificates if cert.fingerprint in new]
+        if not certs:
+            return
+
+        def offer(session: Session) -> None:
+            rows = cert_repo.get_many(session, [cert.fingerprint for cert in certs])
+            offers = [
+                (rows[cert.fingerprint], cert, list(cert.addresses))
+                for cert in certs
+                if cert.fingerprint in rows  # deleted in between: nothing to offer
+            ]
+            self._offer(session, offers, locales=[], now=utcnow(), budget=budget)
+
+        self._transaction(offer)
 
     def _offer(
         self,
         session: Session,
+        offers: Sequence[tuple[CertRow, openpgp.Certificate, Sequence[str]]],
         *,
-        row: CertRow,
-        cert: openpgp.Certificate,
-        addresses: Sequence[str],
         locales: list[str],
         now: datetime,
+        budget: MailBudget | None,
     ) -> None:
-        """Queue a confirmation mail to each unpublished address of a valid user ID."""
-        rows = {a.address: a for a in row.addresses}
-        for address in dict.fromkeys(addresses):
-            address_row = rows.get(address)
-            uid = cert.addresses.get(address)
-            if address_row is None or uid is None or not uid.valid:
-                continue
-            if address_row.state != AddressState.UNPUBLISHED.value:
-                continue
-            if self._mailed_recently(session, address, "verify", now):
-                continue  # rate limit: the earlier mail is still outstanding
+        """Queue a confirmation mail to each named unpublished address of a valid user ID
+        of each (stored key, its certificate), at most one per address, as far as
+        ``budget`` allows.
+
+        Every address is chosen and the budget asked before anything is written: the
+        budget's counters commit on their own connection, which on SQLite would wait for
+        this transaction once it writes.
+        """
+        chosen: dict[str, tuple[CertRow, AddressRow]] = {}
+        for row, cert, addresses in offers:
+            rows = {a.address: a for a in row.addresses}
+            for address in addresses:
+                address_row = rows.get(address)
+                uid = cert.addresses.get(address)
+                if address in chosen or address_row is None or uid is None or not uid.valid:
+                    continue
+                if address_row.state != AddressState.UNPUBLISHED.value:
+                    continue
+                if self._mailed_recently(session, address, "verify", now):
+                    continue  # rate limit: the earlier mail is still outstanding
+                chosen[address] = (row, address_row)
+        granted = [
+            offer for address, offer in chosen.items() if budget is None or budget.take(address)
+        ]
+        for row, address_row in granted:
             self._queue_verification(session, row, address_row, locales, now)
 
     def _queue_verification(

@@ -1,4 +1,5 @@
-"""Per-client rate limits for uploads, mail requests and lookups by address.
+"""Per-client rate limits for uploads, mails and lookups by address, and the mail budget
+of one request.
 
 Counters live in the database (fixed windows), or in Redis when configured, so several
 server processes share them.
@@ -6,12 +7,13 @@ server processes share them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
@@ -21,9 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import ratelimit as counters
 
 UPLOAD = "upload"
-MAIL = "mail"
+MAIL = "mail"  # per client: every mail a client's requests cause
 ADDRESS_LOOKUP = "address_lookup"
 WKD_CHECK = "wkd_check"
+OFFER_DOMAIN = "offer_domain"  # per recipient domain: HKP confirmation offers, all clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,23 @@ class RateLimiter:
         if pending is not None:
             self.write(pending)
 
+    def take(self, bucket: str, key: str) -> bool:
+        """Count one unit against ``key`` (a client, a domain) in ``bucket``; whether it was
+        still within the limit. Never batched: each unit is written at once, in its own
+        transaction (so call it before the caller's transaction writes: on SQLite it would
+        wait for that transaction)."""
+        rule = self.rules.get(bucket)
+        if rule is None or rule.limit <= 0:
+            return True
+        key = _counter_key(rate_limit_key(key))
+        if self._redis is not None:
+            item = RateLimitItemPerSecond(rule.limit, rule.window_seconds)
+            return self._redis.hit(item, "keydir", bucket, key)
+        window = int(self.clock() // rule.window_seconds)
+        with self.sessions.begin() as session:
+            count = counters.hit(session, bucket, key, window)
+        return count <= rule.limit
+
     def count_here(self, bucket: str, client: str) -> _Pending | None:
         """The part of ``check`` that needs no database: count a batched hit in this process.
 
@@ -150,6 +170,62 @@ class RateLimiter:
             self._windows[bucket] = window
             for key in [k for k in self._local if k[0] == bucket and k[2] < window]:
                 del self._local[key]
+
+
+def _counter_key(key: str) -> str:
+    """A counter's key fits its column (64 characters): a longer one (a long domain name)
+    is replaced by its digest, so that two long names never share a count."""
+    if len(key) <= 64:
+        return key
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass
+class MailBudget:
+    """The mails one request may cause, asked for one recipient at a time.
+
+    Each mail counts against the client's hourly mail limit (``MAIL``), however many
+    addresses one request names; ``prepaid`` mails were already counted by the caller (the
+    request itself, counted up front so that a client over its limit gets a 429). HKP
+    confirmation offers are also capped per request (``per_request``) and counted against
+    their recipient domain's hourly limit across all clients (``per_domain``), so that no
+    upload, and no crowd of clients, mails a whole company. After a use, ``mailed`` and
+    ``withheld`` say what happened.
+    """
+
+    limiter: RateLimiter
+    client: str
+    prepaid: int = 0
+    per_request: int = 0  # most mails this request may cause; 0: no cap
+    per_domain: bool = False
+    mailed: int = field(default=0, init=False)
+    # Addresses that got no mail because a limit was reached.
+    withheld: int = field(default=0, init=False)
+    _granted: set[str] = field(default_factory=set, init=False, repr=False)
+    _spent: bool = field(default=False, init=False, repr=False)  # the client's limit is reached
+
+    def take(self, address: str) -> bool:
+        """May one mail go to ``address``? Counts it when it may (asking again for an
+        address already granted, as a retried transaction does, counts nothing)."""
+        if address in self._granted:
+            return True
+        if self._spent or (self.per_request and self.mailed >= self.per_request):
+            self.withheld += 1
+            return False
+        if self.prepaid > 0:
+            self.prepaid -= 1
+        elif not self.limiter.take(MAIL, self.client):
+            self._spent = True
+            self.withheld += 1
+            return False
+        # The client's own limit first: a client over it cannot use up a domain's offers.
+        domain = address.rpartition("@")[2]
+        if self.per_domain and not self.limiter.take(OFFER_DOMAIN, domain):
+            self.withheld += 1
+            return False
+        self._granted.add(address)
+        self.mailed += 1
+        return True
 
 
 def _batch_size(limit: int) -> int:
