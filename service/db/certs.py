@@ -41,10 +41,12 @@ def find_by_key(
 ) -> Sequence[CertRow]:
     """Certificates holding a (sub)key with this fingerprint or key id.
 
-    Certificates whose primary key matches come first, then the others by age: the first
-    uploader of a subkey is more likely its owner than someone who bound it later. A subkey
-    that is not ``findable`` (it might be someone's primary key) matches only when
-    ``only_findable`` is off (operators look for every holder of a key).
+    Certificates whose primary key matches come first, then those whose subkey proved it
+    belongs there (``findable``), then the others, each by age: the first uploader of a
+    subkey is more likely its owner than someone who bound it later. By fingerprint, a
+    subkey that is not ``findable`` (it might be someone's primary key) never matches,
+    unless ``only_findable`` is off (operators look for every holder of a key); a key id is
+    ambiguous by nature and only ranks them.
     """
     if (fingerprint is None) == (key_id is None):
         raise ValueError("give exactly one of fingerprint and key_id")
@@ -53,9 +55,14 @@ def find_by_key(
         select(CertRow)
         .join(CertKeyRow, CertKeyRow.cert_fingerprint == CertRow.fingerprint)
         .where(match)
-        .order_by(CertKeyRow.is_primary.desc(), CertRow.first_seen, CertRow.fingerprint)
+        .order_by(
+            CertKeyRow.is_primary.desc(),
+            CertKeyRow.findable.desc(),
+            CertRow.first_seen,
+            CertRow.fingerprint,
+        )
     )
-    if only_findable:
+    if fingerprint and only_findable:
         query = query.where(or_(CertKeyRow.is_primary, CertKeyRow.findable))
     return session.scalars(query).unique().all()
 

@@ -35,9 +35,8 @@ _PRIMARY = (
 )
 _BY_KEY = (
     "SELECT c.fingerprint, c.published_armor, c.published_digest, c.version FROM cert_keys k "
-    "JOIN certs c ON c.fingerprint = k.cert_fingerprint WHERE k.{column} = {p} "
-    "AND (k.is_primary OR k.findable) "
-    "ORDER BY k.is_primary DESC, c.first_seen, c.fingerprint LIMIT 1"
+    "JOIN certs c ON c.fingerprint = k.cert_fingerprint WHERE k.{column} = {p} {only} "
+    "ORDER BY k.is_primary DESC, k.findable DESC, c.first_seen, c.fingerprint LIMIT 1"
 )
 # The latest confirmation wins: as certs.find_published_by_address.
 _BY_ADDRESS = (
@@ -123,8 +122,10 @@ class _Statements:
         p = placeholder
         self.primary_fingerprint = _PRIMARY.format(column="fingerprint", p=p)
         self.primary_key_id = _PRIMARY.format(column="key_id", p=p)
-        self.by_fingerprint = _BY_KEY.format(column="fingerprint", p=p)
-        self.by_key_id = _BY_KEY.format(column="key_id", p=p)
+        self.by_fingerprint = _BY_KEY.format(
+            column="fingerprint", p=p, only="AND (k.is_primary OR k.findable)"
+        )
+        self.by_key_id = _BY_KEY.format(column="key_id", p=p, only="")
         self.by_address = _BY_ADDRESS.format(p=p)
         self.wkd = _WKD.format(p=p)
         self.index = _INDEX.format(p=p)

@@ -113,7 +113,7 @@ class CertKeyRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     key_id: Mapped[str] = mapped_column(String(16), index=True)
     is_primary: Mapped[bool] = mapped_column(Boolean)
-    # Whether a lookup by this subkey's own fingerprint or key id may answer with ``cert``:
+    # Whether a lookup by this subkey's own fingerprint may answer with ``cert``:
     # only when the subkey proved it belongs there (a verified back-signature) or its
     # algorithm can only encrypt (so it cannot be someone's primary key bound here to
     # capture lookups of that key).

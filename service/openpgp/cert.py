@@ -89,7 +89,7 @@ class Subkey:
     bits: int
     curve: str | None
     created: datetime
-    # Lookups by this subkey's own fingerprint or key id may answer with this certificate:
+    # Lookups by this subkey's own fingerprint may answer with this certificate:
     # its binding carries a verified back-signature, or its algorithm can only encrypt and
     # so cannot be someone else's primary key bound here to capture lookups of that key.
     findable: bool = True
