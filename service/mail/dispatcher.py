@@ -165,8 +165,10 @@ class Dispatcher:
                 # The database may be away for a while; keep the loop alive and try again.
                 log.exception("outbox dispatcher failed; retrying")
                 report = Report(0, 0)
-            if report.sent == self._batch:
-                continue  # more may be waiting
+            if report.sent + report.failed == self._batch:
+                # More may be waiting. Failed rows are backed off or given up, so this
+                # never spins on the same rows, and failures cannot slow the queue down.
+                continue
             self.wake.wait(poll_seconds)
             self.wake.clear()
 
