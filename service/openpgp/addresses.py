@@ -46,6 +46,8 @@ def normalize_address(text: str) -> str:
     what people type into a search); the address itself must pass every rule above.
     """
     text = unicodedata.normalize("NFC", text.strip())
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        raise InvalidAddress("An e-mail address is text, not broken UTF-8.")
     if text.count("@") != 1:
         raise InvalidAddress("An e-mail address has exactly one @.")
     local, domain = text.split("@")

@@ -95,6 +95,7 @@ def test_a_user_id_naming_more_or_less_than_one_clear_address_names_none(user_id
         "a@example..org",
         "a@xn--zz.example",
         "a@xn--a.example",
+        "a\ud800b@example.org",
     ],
 )
 def test_addresses_we_cannot_mail_are_refused(address: str) -> None:
