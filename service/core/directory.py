@@ -842,8 +842,12 @@ def _refuse_blocked(session: Session, certificates: Sequence[openpgp.Certificate
 
 
 def _printable(text: str) -> str:
-    """A user ID fit to quote in a mail: no control characters, no line breaks."""
-    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)[:300]
+    """A user ID fit to quote in a mail: no control or format characters, and every kind
+    of white space a plain space (U+2028 and U+2029 are not control characters, yet mail
+    readers break lines at them)."""
+    return "".join(
+        " " if c.isspace() or unicodedata.category(c).startswith("C") else c for c in text
+    )[:300]
 
 
 def _first(rows: Sequence[CertRow]) -> PublishedKey | None:

@@ -180,6 +180,8 @@ class OutboxRow(Base):
 
     A dispatcher claims a row by setting ``claimed_until`` (a lease), sends it, and sets
     ``sent_at``. A dispatcher that dies lets its lease run out; another then takes the row.
+    A mail that cannot be built, that the server refuses for good, or that failed too many
+    times gets ``given_up_at`` and is never tried again.
     """
 
     __tablename__ = "outbox"
@@ -202,6 +204,7 @@ class OutboxRow(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RateCounterRow(Base):

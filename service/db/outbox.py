@@ -1,11 +1,13 @@
-"""Outbox rows: enqueue, claim with a lease, mark sent or failed. Nothing here commits."""
+"""Outbox rows: enqueue, claim with a lease, mark sent, failed or given up. Nothing here
+commits. A row given up is kept (for the operator and the per-address mail limit) but never
+claimed again and not counted as waiting."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import OutboxRow
@@ -51,6 +53,7 @@ def due_ids(session: Session, now: datetime, limit: int) -> Sequence[int]:
         select(OutboxRow.id)
         .where(
             OutboxRow.sent_at.is_(None),
+            OutboxRow.given_up_at.is_(None),
             OutboxRow.next_attempt_at <= now,
             or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
         )
@@ -70,6 +73,7 @@ def claim(session: Session, row_id: int, owner: str, now: datetime, lease: timed
         .where(
             OutboxRow.id == row_id,
             OutboxRow.sent_at.is_(None),
+            OutboxRow.given_up_at.is_(None),
             or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
         )
         .values(claimed_until=now + lease, claimed_by=owner)
@@ -89,7 +93,17 @@ def mark_sent(session: Session, row_id: int, owner: str, now: datetime) -> None:
     )
 
 
-def mark_failed(session: Session, row_id: int, owner: str, error: str, retry_at: datetime) -> None:
+def mark_failed(
+    session: Session,
+    row_id: int,
+    owner: str,
+    error: str,
+    retry_at: datetime,
+    *,
+    given_up_at: datetime | None = None,
+) -> None:
+    """Release the row after a failed try: due again at ``retry_at``, or never again when
+    ``given_up_at`` is set. ``error`` must not name the recipient."""
     session.execute(
         update(OutboxRow)
         .where(OutboxRow.id == row_id, OutboxRow.claimed_by == owner)
@@ -98,17 +112,13 @@ def mark_failed(session: Session, row_id: int, owner: str, error: str, retry_at:
             next_attempt_at=retry_at,
             claimed_until=None,
             last_error=error[:1000],
+            given_up_at=given_up_at,
         )
     )
 
 
 def pending_count(session: Session) -> int:
-    return (
-        session.scalar(
-            select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
-        )
-        or 0
-    )
+    return session.scalar(select(func.count()).select_from(OutboxRow).where(_waiting())) or 0
 
 
 def drop_unsent(session: Session, recipients: Sequence[str]) -> int:
@@ -126,14 +136,16 @@ def drop_unsent(session: Session, recipients: Sequence[str]) -> int:
 def unsent_counts(session: Session) -> tuple[int, int]:
     """(waiting for a first try, failed at least once and waiting to be retried)."""
     failed = OutboxRow.attempts > 0
-    rows = session.execute(
-        select(failed, func.count()).where(OutboxRow.sent_at.is_(None)).group_by(failed)
-    ).all()
+    rows = session.execute(select(failed, func.count()).where(_waiting()).group_by(failed)).all()
     counts = {bool(flag): int(number) for flag, number in rows}
     return counts.get(False, 0), counts.get(True, 0)
 
 
 def count_unsent(session: Session) -> int:
     """Mails not sent yet, due or waiting for a retry (the outbox depth)."""
-    query = select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
+    query = select(func.count()).select_from(OutboxRow).where(_waiting())
     return session.scalar(query) or 0
+
+
+def _waiting() -> ColumnElement[bool]:
+    return and_(OutboxRow.sent_at.is_(None), OutboxRow.given_up_at.is_(None))

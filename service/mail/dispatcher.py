@@ -5,6 +5,11 @@ row is claimed with a lease before it is sent and marked sent right after, one b
 a crash in the middle of a batch re-sends nothing that went out. Only a crash in the instant
 between the SMTP server's acceptance and our commit can repeat a mail; it then carries the
 same Message-ID, so the receiving server can drop it.
+
+No mail can block the others: whatever goes wrong while one row is built or sent releases
+that row (tried again later with backoff, or given up when it can never succeed or failed
+``max_attempts`` times) and the batch goes on. What is written to the log and to
+``last_error`` is the error class and SMTP code, never an address.
 """
 
 from __future__ import annotations
@@ -19,10 +24,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import outbox
 from service.db.models import utcnow
-from service.mail.senders import Sender, SendFailed, build_email
+from service.mail.senders import Sender, SendFailed, build_email, describe
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+# 30 s doubling to one hour between tries: 48 tries span about two days, long enough for a
+# mail server to come back, short enough that a mail is not retried for ever.
+MAX_ATTEMPTS = 48
 
 
 def backoff(attempts: int) -> timedelta:
@@ -57,6 +67,7 @@ class Dispatcher:
         lease: timedelta = timedelta(minutes=5),
         batch: int = 20,
         metrics: Metrics | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self._sessions = sessions
         self._metrics = metrics
@@ -64,6 +75,7 @@ class Dispatcher:
         self._mail_from = mail_from
         self._lease = lease
         self._batch = batch
+        self._max_attempts = max_attempts
         self.owner = secrets.token_hex(8)
         self.wake = threading.Event()
 
@@ -90,25 +102,28 @@ class Dispatcher:
         sent = failed = 0
         for mail in claimed:
             try:
-                self._sender.send(
-                    build_email(
-                        sender=self._mail_from,
-                        recipient=mail.recipient,
-                        subject=mail.subject,
-                        text=mail.text,
-                        html=mail.html,
-                        message_id=mail.message_id,
-                    )
+                message = build_email(
+                    sender=self._mail_from,
+                    recipient=mail.recipient,
+                    subject=mail.subject,
+                    text=mail.text,
+                    html=mail.html,
+                    message_id=mail.message_id,
                 )
-            except SendFailed as exc:
+            except Exception as exc:  # noqa: BLE001  # any row that cannot be built
+                # It never will be: given up at once, so it cannot hold up the queue.
+                self._failed(mail, describe(exc), permanent=True)
                 failed += 1
-                if self._metrics is not None:
-                    self._metrics.mail("failed")
-                retry_at = utcnow() + backoff(mail.attempts)
-                with self._sessions.begin() as session:
-                    outbox.mark_failed(session, mail.id, self.owner, str(exc), retry_at)
-                # The recipient may be an unconfirmed address: only the row id is logged.
-                log.warning("mail %s not sent (try %s): %s", mail.id, mail.attempts + 1, exc)
+                continue
+            try:
+                self._sender.send(message)
+            except SendFailed as exc:
+                self._failed(mail, str(exc), permanent=exc.permanent)
+                failed += 1
+                continue
+            except Exception as exc:  # noqa: BLE001  # a sender's bug must not stop the rest
+                self._failed(mail, describe(exc), permanent=False)
+                failed += 1
                 continue
             with self._sessions.begin() as session:
                 outbox.mark_sent(session, mail.id, self.owner, utcnow())
@@ -119,6 +134,28 @@ class Dispatcher:
             log.info("outbox: %s sent, %s failed", sent, failed)
         return Report(sent, failed)
 
+    def _failed(self, mail: _Claimed, error: str, *, permanent: bool) -> None:
+        """Release the row: due again after a backoff, or given up. ``error`` names no
+        address (the recipient may be unconfirmed): only the row id identifies the mail."""
+        if self._metrics is not None:
+            self._metrics.mail("failed")
+        tries = mail.attempts + 1
+        now = utcnow()
+        give_up = permanent or tries >= self._max_attempts
+        with self._sessions.begin() as session:
+            outbox.mark_failed(
+                session,
+                mail.id,
+                self.owner,
+                error,
+                now + backoff(mail.attempts),
+                given_up_at=now if give_up else None,
+            )
+        if give_up:
+            log.warning("mail %s given up after %s tries: %s", mail.id, tries, error)
+        else:
+            log.warning("mail %s not sent (try %s): %s", mail.id, tries, error)
+
     def run_forever(self, stop: threading.Event, poll_seconds: float = 5.0) -> None:
         """Loop until ``stop`` is set; ``wake`` makes it look at the outbox at once."""
         while not stop.is_set():
@@ -128,8 +165,10 @@ class Dispatcher:
                 # The database may be away for a while; keep the loop alive and try again.
                 log.exception("outbox dispatcher failed; retrying")
                 report = Report(0, 0)
-            if report.sent == self._batch:
-                continue  # more may be waiting
+            if report.sent + report.failed == self._batch:
+                # More may be waiting. Failed rows are backed off or given up, so this
+                # never spins on the same rows, and failures cannot slow the queue down.
+                continue
             self.wake.wait(poll_seconds)
             self.wake.clear()
 

@@ -1,12 +1,16 @@
 """The mails keydir sends, rendered from templates in the reader's language.
 
 Only normalised addresses (which cannot hold a line break) go into headers; user ID text,
-which the uploader chose, appears only in bodies, escaped in HTML.
+which the uploader chose, appears only in bodies, escaped in HTML. Every value put into a
+template is one line: control characters and line or paragraph separators (U+2028, U+2029,
+U+0085, which plain-text mail readers break lines at) become spaces, so no value can start
+a line of its own that reads as ours.
 """
 
 from __future__ import annotations
 
 import gettext
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +55,17 @@ def _normal_locales(locales: list[str] | None) -> list[str]:
     return result
 
 
-def _render(kind: str, recipient: str, locales: list[str] | None, **context: object) -> Message:
+def _one_line(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    return "".join(
+        " " if c.isspace() or unicodedata.category(c).startswith("C") else c for c in value
+    )
+
+
+def _render(kind: str, recipient: str, locales: list[str] | None, **values: object) -> Message:
     env = _environment(_normal_locales(locales))
+    context = {name: _one_line(value) for name, value in values.items()}
     subject = env.get_template(f"{kind}.subject.txt").render(**context).strip()
     return Message(
         kind=kind,

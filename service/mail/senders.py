@@ -13,7 +13,29 @@ from service.settings import Settings, SmtpTls
 
 
 class SendFailed(Exception):
-    """The mail could not be handed over; it stays in the outbox and is tried again."""
+    """The mail could not be handed over; it stays in the outbox and is tried again, unless
+    ``permanent`` (the server refused the recipient for good).
+
+    Its text is the error class and the SMTP code only, never the server's words: a reply
+    such as `550 <someone@example.org>: unknown user` quotes an address whose owner may
+    never have confirmed anything, and this text goes to the log and the outbox row.
+    """
+
+    def __init__(self, description: str, *, permanent: bool = False) -> None:
+        super().__init__(description)
+        self.permanent = permanent
+
+
+def describe(exc: BaseException) -> str:
+    """The class of an error and its SMTP code(s), nothing the peer or the input chose."""
+    name = type(exc).__name__
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({str(code) for code, _reply in exc.recipients.values()})
+        return " ".join([name, *codes])
+    code = getattr(exc, "smtp_code", None)
+    if isinstance(code, int):
+        return f"{name} {code}"
+    return name
 
 
 class Sender(Protocol):
@@ -71,8 +93,13 @@ class SmtpSender:
                 if self.username:
                     client.login(self.username, self.password or "")
                 client.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _reply in exc.recipients.values()]
+            permanent = bool(codes) and all(500 <= code < 600 for code in codes)
+            # Not chained: the refused exception's text names the recipient.
+            raise SendFailed(describe(exc), permanent=permanent) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise SendFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise SendFailed(describe(exc)) from None
 
 
 class ConsoleSender:
