@@ -430,7 +430,8 @@ class Directory:
                 not k.is_primary and k.findable != findable.get(k.fingerprint, k.findable)
                 for k in row.keys
             )
-            if cert.data == row.full_data and not keys_stale:
+            addresses_stale = any(a.address not in _named(cert) for a in row.addresses)
+            if cert.data == row.full_data and not keys_stale and not addresses_stale:
                 continue
             report.repaired += 1
             report.bytes_before += len(row.full_data)
@@ -900,6 +901,12 @@ def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
         [(cert.fingerprint, cert.key_id, True, True)]
         + [(s.fingerprint, s.key_id, False, s.findable) for s in cert.subkeys],
     )
+    # An address no user ID of the key names any more (read under stricter address rules
+    # than when it was stored: a user ID naming two addresses, a domain folded by IDNA
+    # 2003) is dropped, so that no lookup of it finds this key.
+    named = _named(cert)
+    for stale in [a for a in row.addresses if a.address not in named]:
+        row.addresses.remove(stale)
     existing = {a.address: a for a in row.addresses}
     for address, uid in cert.addresses.items():
         current = existing.get(address)
@@ -920,6 +927,11 @@ def _write(row: CertRow, cert: openpgp.Certificate, now: datetime) -> None:
             # The owner revoked this user ID: keep serving it, with its revocation.
             current.state = AddressState.REVOKED.value
     _render(row, cert)
+
+
+def _named(cert: openpgp.Certificate) -> set[str]:
+    """Every address a user ID of ``cert`` names, valid or not."""
+    return {uid.address for uid in cert.user_ids if uid.address}
 
 
 def _indexed_user_ids(cert: openpgp.Certificate, served: set[str]) -> list[openpgp.UserId]:

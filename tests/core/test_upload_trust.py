@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select, update
 
 from service import openpgp
 from service.core.directory import AddressState, Directory, UploadRejected, VerifyRejected
-from service.db.models import CertRow, OutboxRow
+from service.db.models import AddressRow, CertRow, OutboxRow, utcnow
 from service.openpgp.armor import dearmor
 from service.openpgp.packets import Packet, Tag
 from tests.conftest import read_data
@@ -157,3 +157,36 @@ def test_a_proven_signing_subkey_is_found_by_its_own_id(directory: Directory) ->
     assert found is not None
     assert found.fingerprint == cert.fingerprint
     assert openpgp.load(dearmor(found.armor.encode())).subkeys[0].findable
+
+
+def test_repair_drops_addresses_no_user_id_names_any_more(
+    directory: Directory, database: tuple[str, Engine]
+) -> None:
+    """An older keydir took the last address of `Victim <victim@…> <me@evil…>` (GnuPG files
+    the key under the first) and may have published it; today that user ID names no address,
+    and repair withdraws the stored one."""
+    engine = database[1]
+    cert = Cert()
+    cert.user_id("Victim <victim@bank.example> <me@evil.example>")
+    cert.user_id("Mallory <me@evil.example>")
+    directory.upload(cert.armored())
+    with engine.begin() as conn:
+        conn.execute(
+            AddressRow.__table__.insert().values(
+                cert_fingerprint=cert.fingerprint,
+                address="victim@bank.example",
+                user_id="Victim <victim@bank.example> <me@evil.example>",
+                state=AddressState.PUBLISHED.value,
+                verified_at=utcnow(),
+                domain="bank.example",
+                wkd_hash="x" * 32,
+            )
+        )
+    assert directory.by_address("victim@bank.example") is not None
+    report = directory.repair()
+    assert report.repaired == 1
+    assert directory.by_address("victim@bank.example") is None
+    with engine.connect() as conn:
+        left = set(conn.scalars(select(AddressRow.address)))
+    assert left == {"me@evil.example"}
+    assert directory.repair().repaired == 0
