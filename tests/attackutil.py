@@ -334,10 +334,21 @@ class Keysmith:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        # gpg's clock for what it makes next (`--faked-system-time`, e.g. "20250101T000000!"),
+        # so that tests order signatures in time without waiting.
+        self.clock: str | None = None
 
     def __call__(self, *args: str, stdin: bytes | None = None) -> bytes:
+        faked = ("--faked-system-time", self.clock) if self.clock else ()
         result = gpg(
-            self.home, "--passphrase", "", "--pinentry-mode", "loopback", *args, stdin=stdin
+            self.home,
+            "--passphrase",
+            "",
+            "--pinentry-mode",
+            "loopback",
+            *faked,
+            *args,
+            stdin=stdin,
         )
         assert result.returncode == 0, (args, result.stderr.decode(errors="replace"))
         return result.stdout

@@ -53,6 +53,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Lone signatures (revocation certificates) taken in one upload: each may make us read a
+# stored key, and one upload of a real revocation carries one or two.
+MAX_LOOSE_SIGNATURES = 8
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -318,37 +322,43 @@ class Directory:
     def _attach(
         self, session: Session, signatures: Sequence[bytes], now: datetime
     ) -> list[UploadedKey]:
-        """Merge loose signatures (revocation certificates) into the keys that made them."""
-        results: list[UploadedKey] = []
+        """Merge loose signatures (revocation certificates) into the keys that made them.
+
+        Each stored key is read once, however many signatures name it; a signature naming
+        more than one issuer (a fingerprint and its key id) is no revocation certificate and
+        is not tried: otherwise one small signature could make us read many keys.
+        """
+        if len(signatures) > MAX_LOOSE_SIGNATURES:
+            raise UploadRejected(
+                f"The upload holds {len(signatures)} lone signatures; at most "
+                f"{MAX_LOOSE_SIGNATURES} are accepted at once."
+            )
+        targets: dict[str, list[bytes]] = {}
         for body in signatures:
             fprs, key_ids = openpgp.signature_issuers(body)
-            candidates: list[CertRow] = []
-            for fpr in fprs:
-                candidates.extend(cert_repo.find_by_key(session, fingerprint=fpr))
-            for key_id in key_ids:
-                candidates.extend(cert_repo.find_by_key(session, key_id=key_id))
-            updated = None
-            for row in {c.fingerprint: c for c in candidates}.values():
-                if row.fingerprint not in fprs and row.key_id not in key_ids:
-                    continue  # only a primary key's own revocation is taken
-                locked = cert_repo.get(session, row.fingerprint, for_update=True)
-                assert locked is not None
-                stored = openpgp.load(locked.full_data)
-                merged = openpgp.attach_signatures(stored, [body])
-                if merged.data != stored.data:
-                    _write(locked, merged, now)
-                    # A lone signature shows no user ID: the answer lists no address.
-                    updated = UploadedKey(locked.fingerprint, {}, True, False)
-                    break
-            if updated is None:
-                # The same answer whether the key is unknown or the signature adds nothing
-                # to it: a signature naming a stored key must not open that key's details.
-                raise UploadRejected(
-                    "This is a lone signature (such as a revocation certificate) that adds "
-                    "nothing to any key stored here: either its key is not stored here "
-                    "(upload the key itself first), or the key already has it."
-                )
-            results.append(updated)
+            if len(fprs) + len(key_ids) > 2:
+                continue
+            for fingerprint in cert_repo.primary_fingerprints(session, fprs, key_ids):
+                targets.setdefault(fingerprint, []).append(body)
+        results: list[UploadedKey] = []
+        for fingerprint, bodies in targets.items():
+            locked = cert_repo.get(session, fingerprint, for_update=True)
+            if locked is None:
+                continue
+            stored = openpgp.load(locked.full_data)
+            merged = openpgp.attach_signatures(stored, bodies)
+            if merged.data != stored.data:
+                _write(locked, merged, now)
+                # A lone signature shows no user ID: the answer lists no address.
+                results.append(UploadedKey(locked.fingerprint, {}, True, False))
+        if not results:
+            # The same answer whether the key is unknown or the signatures add nothing to
+            # it: a signature naming a stored key must not open that key's details.
+            raise UploadRejected(
+                "This is a lone signature (such as a revocation certificate) that adds "
+                "nothing to any key stored here: either its key is not stored here "
+                "(upload the key itself first), or the key already has it."
+            )
         return results
 
     # -- bulk import -----------------------------------------------------------------------

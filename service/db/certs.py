@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.orm import Session, selectinload
@@ -65,6 +65,21 @@ def find_by_key(
     if fingerprint and only_findable:
         query = query.where(or_(CertKeyRow.is_primary, CertKeyRow.findable))
     return session.scalars(query).unique().all()
+
+
+def primary_fingerprints(
+    session: Session, fingerprints: Iterable[str], key_ids: Iterable[str]
+) -> list[str]:
+    """Stored certificates whose primary key has one of these fingerprints or key ids."""
+    fprs, ids = sorted(set(fingerprints)), sorted(set(key_ids))
+    if not fprs and not ids:
+        return []
+    query = (
+        select(CertRow.fingerprint)
+        .where(or_(CertRow.fingerprint.in_(fprs), CertRow.key_id.in_(ids)))
+        .order_by(CertRow.fingerprint)
+    )
+    return list(session.scalars(query))
 
 
 def find_published_by_address(session: Session, address: str) -> CertRow | None:

@@ -274,7 +274,11 @@ def attach_signatures(stored: Certificate, signatures: Iterable[bytes]) -> Certi
             for c in raw.subkeys
         ],
     )
-    known = {p.body for p in _packets(raw)}
+    # Stored signatures are trusted where they are stored, never as a loose copy: a stored
+    # revocation of one user ID (or subkey) sent back alone is offered to every user ID
+    # (or subkey), and must verify over each to be kept there.
+    loose = {p.body for packets in by_type.values() for p in packets}
+    known = {p.body for p in _packets(raw)} - loose
     return _finish(_canonicalize(extended, trusted=known.__contains__), strict=False)
 
 
@@ -287,11 +291,17 @@ def _packets(raw: _RawCert) -> list[Packet]:
 
 
 def signature_issuers(body: bytes) -> tuple[frozenset[str], frozenset[str]]:
-    """(fingerprints, key ids) a loose signature names as issuer; empty if it is damaged."""
+    """(fingerprints, key ids) a loose signature names as its issuer: those of its hashed
+    area, or, when it names none there (old GnuPG), those of its unhashed area; empty if it
+    is damaged."""
     try:
-        return Signature.parse(body).issuers()
+        sig = Signature.parse(body)
     except MalformedKey:
         return frozenset(), frozenset()
+    fprs, ids = sig.hashed_issuers()
+    if fprs or ids:
+        return fprs, ids
+    return sig.issuers()
 
 
 def _split(packets: list[Packet]) -> tuple[list[_RawCert], list[Packet]]:
@@ -492,8 +502,11 @@ def _canonicalize(
                 user_id_hash_prefix(comp.packet.body),
             )
         )
-        # A user ID with only a revocation and no certification says nothing: drop it.
-        if any(sig.sig_type in CERTIFICATIONS for sig in sigs):
+        # A user ID with only its revocation is kept: cleaned exports (GnuPG's
+        # export-clean, Debian's keyrings) carry a revoked user ID that way, and the
+        # revocation must reach the stored user ID. It is never published by itself: only
+        # an address confirmed before (through a certification) is served.
+        if sigs:
             user_ids.append(_Component(comp.packet, normalized(sigs)))
 
     subkeys: list[_Component] = []
