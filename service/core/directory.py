@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import openpgp
 from service.core import wkd
+from service.core.parsing import BoundedParser, attach_signature, run_here
 from service.core.queries import Query
 from service.db import blocklist, outbox
 from service.db import certs as cert_repo
@@ -188,6 +189,10 @@ class Directory:
         self._metrics = metrics
         # openpgp.read_upload in this process, or a BoundedParser (worker processes).
         self._parse = parser
+        # Other checks of uploaded material run where parsing does.
+        self._run: Callable[..., Any] = (
+            parser.run if isinstance(parser, BoundedParser) else run_here
+        )
         self.limits = limits or Limits()
         self.site = site or Site()
         self._on_mail_queued = on_mail_queued
@@ -318,7 +323,14 @@ class Directory:
     def _attach(
         self, session: Session, signatures: Sequence[bytes], now: datetime
     ) -> list[UploadedKey]:
-        """Merge loose signatures (revocation certificates) into the keys that made them."""
+        """Merge loose signatures (revocation certificates) into the keys that made them.
+
+        Each is checked against the stored key where uploads are parsed (a parse worker),
+        before the key's row is locked: a small signature naming a big key must cost this
+        process nothing, and must not hold the lock while it is checked. Under the lock the
+        row must still hold the bytes checked; if another request changed it meanwhile, the
+        check runs again on the new bytes. A signature that adds nothing locks nothing.
+        """
         results: list[UploadedKey] = []
         for body in signatures:
             fprs, key_ids = openpgp.signature_issuers(body)
@@ -331,17 +343,19 @@ class Directory:
             for row in {c.fingerprint: c for c in candidates}.values():
                 if row.fingerprint not in fprs and row.key_id not in key_ids:
                     continue  # only a primary key's own revocation is taken
-                locked = cert_repo.get(session, row.fingerprint, for_update=True)
-                assert locked is not None
-                stored = openpgp.load(locked.full_data)
-                merged = openpgp.attach_signatures(stored, [body])
-                changed = merged.data != stored.data
-                if changed:
-                    _write(locked, merged, now)
+                checked = row.full_data
+                merged: openpgp.Certificate | None = self._run(attach_signature, checked, body)
+                if merged is not None:
+                    session.flush()
+                    session.refresh(row, with_for_update=True)
+                    if row.full_data != checked:
+                        merged = self._run(attach_signature, row.full_data, body)
+                if merged is not None:
+                    _write(row, merged, now)
                 updated = UploadedKey(
-                    locked.fingerprint, _status(session, locked, now), changed, False
+                    row.fingerprint, _status(session, row, now), merged is not None, False
                 )
-                if changed:
+                if merged is not None:
                     break
             if updated is None:
                 raise UploadRejected(
