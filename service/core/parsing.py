@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue
 import resource
+import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -59,6 +60,8 @@ def _serve(conn: Connection, max_memory: int) -> None:
     # Lookups, in the server process, come first: a worker busy with a hostile upload only
     # takes the CPU time they leave (its wall-clock limit still ends it).
     os.nice(_NICENESS)
+    # Ctrl-C reaches the whole process group: the server ends its workers itself (close).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if max_memory > 0:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
     conn.send(_READY)
