@@ -67,10 +67,14 @@ def _serve(conn: Connection, max_memory: int) -> None:
     conn.send(_READY)
     while True:
         try:
-            fn, args = conn.recv()
+            job = conn.recv()
         except EOFError:
             return
+        except Exception as exc:  # noqa: BLE001 - a job that cannot be unpickled here
+            conn.send((False, exc))
+            continue
         try:
+            fn, args = job
             answer: tuple[bool, Any] = (True, fn(*args))
         except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
             answer = (False, exc)
