@@ -54,7 +54,11 @@ class Settings(BaseSettings):
         description="Worker processes that parse uploads (0: parse in the server process).",
     )
     parse_timeout_seconds: float = Field(
-        default=10.0, description="Longest time one upload may take to parse."
+        default=10.0,
+        description=(
+            "Longest time one upload may run in a parse worker, from its start there; "
+            "it waits at most twice this for a free worker."
+        ),
     )
     parse_memory_bytes: int = Field(
         default=1024 * 1024 * 1024,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import openpgp
 from service.core import wkd
+from service.core.parsing import BoundedParser, attach_signature, run_here
 from service.core.queries import Query
 from service.core.ratelimit import MailBudget
 from service.db import blocklist, outbox
@@ -203,6 +204,10 @@ class Directory:
         self._metrics = metrics
         # openpgp.read_upload in this process, or a BoundedParser (worker processes).
         self._parse = parser
+        # Other checks of uploaded material run where parsing does.
+        self._run: Callable[..., Any] = (
+            parser.run if isinstance(parser, BoundedParser) else run_here
+        )
         self.limits = limits or Limits()
         self.site = site or Site()
         self._on_mail_queued = on_mail_queued
@@ -326,7 +331,11 @@ class Directory:
 
         Each stored key is read once, however many signatures name it; a signature naming
         more than one issuer (a fingerprint and its key id) is no revocation certificate and
-        is not tried: otherwise one small signature could make us read many keys.
+        is not tried: otherwise one small signature could make us read many keys. The
+        signatures are checked against the stored key where uploads are parsed (a parse
+        worker), before the key's row is locked; under the lock the row must still hold the
+        bytes checked, or the check runs again on the new bytes. A signature that adds
+        nothing locks nothing.
         """
         if len(signatures) > MAX_LOOSE_SIGNATURES:
             raise UploadRejected(
@@ -342,15 +351,22 @@ class Directory:
                 targets.setdefault(fingerprint, []).append(body)
         results: list[UploadedKey] = []
         for fingerprint, bodies in targets.items():
-            locked = cert_repo.get(session, fingerprint, for_update=True)
-            if locked is None:
+            row = cert_repo.get(session, fingerprint)
+            if row is None:
                 continue
-            stored = openpgp.load(locked.full_data)
-            merged = openpgp.attach_signatures(stored, bodies)
-            if merged.data != stored.data:
-                _write(locked, merged, now)
-                # A lone signature shows no user ID: the answer lists no address.
-                results.append(UploadedKey(locked.fingerprint, {}, True, False))
+            checked = row.full_data
+            merged: openpgp.Certificate | None = self._run(attach_signature, checked, bodies)
+            if merged is None:
+                continue  # adds nothing: nothing is locked
+            session.flush()
+            session.refresh(row, with_for_update=True)
+            if row.full_data != checked:
+                merged = self._run(attach_signature, row.full_data, bodies)
+                if merged is None:
+                    continue
+            _write(row, merged, now)
+            # A lone signature shows no user ID: the answer lists no address.
+            results.append(UploadedKey(row.fingerprint, {}, True, False))
         if not results:
             # The same answer whether the key is unknown or the signatures add nothing to
             # it: a signature naming a stored key must not open that key's details.

@@ -4,9 +4,10 @@ The caller parses packets and computes the signature digest (RFC 9580 section 5.
 module only knows algorithm ids, the algorithm-specific public key fields of a key packet
 (RFC 9580 section 5.5.5) and the algorithm-specific fields of a signature (after the digest
 prefix and, for v6, the salt). ``verify_signature`` never raises and its work is bounded:
-whatever the input, the answer is True or False. ``key_strength`` raises only
-``MalformedKeyMaterial``. MPIs (RFC 9580 section 3.2) must be minimal, as Sequoia requires:
-a declared bit count that disagrees with the value is malformed.
+whatever the input, the answer is True or False, and no key that ``key_strength`` accepts
+makes it slow. ``key_strength`` raises only ``MalformedKeyMaterial`` (``RefusedKeyMaterial``
+for well-formed keys we do not take). MPIs (RFC 9580 section 3.2) must be minimal, as Sequoia
+requires: a declared bit count that disagrees with the value is malformed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class UnsupportedAlgorithm(ValueError):
 
 class MalformedKeyMaterial(ValueError):
     """The key fields of a key packet are truncated or do not describe a key."""
+
+
+class RefusedKeyMaterial(MalformedKeyMaterial):
+    """Well-formed key fields of a kind we do not take, because checking signatures by such
+    a key would be slow (or impossible with OpenSSL). ``str(exc)`` is a sentence for people."""
 
 
 # RFC 9580 section 9.5. MD5 (1) and RIPEMD-160 (3) are broken or obsolete: not accepted.
@@ -61,12 +67,14 @@ _V6_SALT_SIZES = {8: 16, 9: 24, 10: 32, 11: 16, 12: 16, 14: 32}
 
 # Larger moduli are refused before any arithmetic: they cost time and no real key has one.
 MAX_MODULUS_BITS = 16384
-# DSA: FIPS 186-4 sizes reach 3072/256 bits, GnuPG's too (`cryptography` takes 4096). Sizes
-# outside them are verified by hand, and these bounds keep that to milliseconds.
-_MAX_DSA_P_BITS = 4096
-_MIN_DSA_Q_BITS = 160
-_MAX_DSA_Q_BITS = 256
-# Sizes OpenSSL (through `cryptography`) verifies; GnuPG also made 768- to 1024-bit DSA keys.
+# RSA public exponents: real keys use 65537 (old ones 17, 35, 41 or 257, and Debian's keyring
+# holds three with a random odd 32-bit one). A larger one makes each verification as slow as
+# making a signature: with e as large as n, a 3072-bit key takes 8 ms a signature, 300 times
+# more than with 65537, and an upload of such signatures kept a worker busy for minutes.
+MAX_RSA_EXPONENT = 2**32
+# DSA: only the sizes OpenSSL (through `cryptography`) verifies; any other key is refused
+# when it is read, since verifying it would mean doing the arithmetic by hand, in Python
+# (GnuPG once made 768- to 1024-bit keys; none is left in Debian's keyrings).
 _OPENSSL_DSA_P_BITS = frozenset({1024, 2048, 3072, 4096})
 _OPENSSL_DSA_Q_BITS = frozenset({160, 224, 256})
 
@@ -238,15 +246,30 @@ def key_strength(pk_algo: int, material: bytes) -> tuple[int, str | None]:
     reader = _Reader(material)
     if pk_algo in (1, 2, 3):  # RSA: n, e
         n = reader.mpi()
-        reader.mpi()
+        e = int.from_bytes(reader.mpi(), "big")
         reader.end()
+        if not _rsa_exponent_ok(e):
+            raise RefusedKeyMaterial(
+                f"This RSA key's public exponent is a {e.bit_length()}-bit number; only odd "
+                "exponents up to 2^32 are accepted (keys made by current software use 65537)."
+            )
         return int.from_bytes(n, "big").bit_length(), None
     if pk_algo in (16, 17, 20):  # ElGamal: p, g, y; DSA: p, q, g, y
         p = reader.mpi()
-        for _ in range(3 if pk_algo == 17 else 2):
+        q = reader.mpi()
+        if pk_algo == 17:
             reader.mpi()
+        reader.mpi()
         reader.end()
-        return int.from_bytes(p, "big").bit_length(), None
+        p_bits = int.from_bytes(p, "big").bit_length()
+        q_bits = int.from_bytes(q, "big").bit_length()
+        if pk_algo == 17 and not _dsa_size_ok(p_bits, q_bits):
+            raise RefusedKeyMaterial(
+                f"This DSA key has a {p_bits}-bit prime with a {q_bits}-bit subgroup; only "
+                "the standard sizes (1024, 2048, 3072 or 4096 bits with a 160-, 224- or "
+                "256-bit subgroup) are accepted."
+            )
+        return p_bits, None
     if pk_algo in (18, 19, 22):  # ECDH, ECDSA, EdDSALegacy: OID, point (ECDH: KDF parameters)
         oid = reader.oid()
         curve = _CURVES.get(oid)
@@ -307,10 +330,18 @@ def _verify(
     return False
 
 
+def _rsa_exponent_ok(e: int) -> bool:
+    return e % 2 == 1 and 3 <= e <= MAX_RSA_EXPONENT
+
+
+def _dsa_size_ok(p_bits: int, q_bits: int) -> bool:
+    return p_bits in _OPENSSL_DSA_P_BITS and q_bits in _OPENSSL_DSA_Q_BITS
+
+
 def _verify_rsa(key: _Reader, sig: _Reader, algorithm: hashes.HashAlgorithm, digest: bytes) -> bool:
     n, e = key.mpi(), key.mpi()
     key.end()
-    if len(n) * 8 > MAX_MODULUS_BITS or len(e) > len(n):
+    if len(n) * 8 > MAX_MODULUS_BITS or not _rsa_exponent_ok(int.from_bytes(e, "big")):
         return False
     value = sig.mpi()
     sig.end()
@@ -324,21 +355,18 @@ def _verify_rsa(key: _Reader, sig: _Reader, algorithm: hashes.HashAlgorithm, dig
 
 
 def _verify_dsa(key: _Reader, sig: _Reader, algorithm: hashes.HashAlgorithm, digest: bytes) -> bool:
-    fields = [key.mpi() for _ in range(4)]
+    p, q, g, y = (int.from_bytes(key.mpi(), "big") for _ in range(4))
     key.end()
-    if any(len(field) * 8 > _MAX_DSA_P_BITS for field in fields):
+    if not _dsa_size_ok(p.bit_length(), q.bit_length()):
         return False
-    p, q, g, y = (int.from_bytes(field, "big") for field in fields)
     r, s = (int.from_bytes(sig.mpi(), "big") for _ in range(2))
     sig.end()
     if not _dsa_key_is_sound(p, q, g, y):
         return False
-    if p.bit_length() in _OPENSSL_DSA_P_BITS and q.bit_length() in _OPENSSL_DSA_Q_BITS:
-        public = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
-        # OpenSSL takes the leftmost bits of a digest longer than q (FIPS 186-4 section 4.6).
-        public.verify(encode_dss_signature(r, s), digest, Prehashed(algorithm))
-        return True
-    return _dsa_by_hand((p, q, g, y), r, s, digest)
+    public = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
+    # OpenSSL takes the leftmost bits of a digest longer than q (FIPS 186-4 section 4.6).
+    public.verify(encode_dss_signature(r, s), digest, Prehashed(algorithm))
+    return True
 
 
 @lru_cache(maxsize=64)
@@ -348,7 +376,7 @@ def _dsa_key_is_sound(p: int, q: int, g: int, y: int) -> bool:
     Part of SP 800-89 section 5.3.1, which OpenSSL does not check: without it a key like
     g = y = p - 1 "verifies" signatures that anyone can make. Cached: a key has many signatures.
     """
-    if not (_MIN_DSA_Q_BITS <= q.bit_length() <= _MAX_DSA_Q_BITS and q < p):
+    if q >= p:
         return False
     if not (1 < g < p - 1 and 1 < y < p - 1):
         return False
@@ -373,20 +401,6 @@ def _probably_prime(n: int, rounds: int = 20) -> bool:
         else:
             return False
     return True
-
-
-def _dsa_by_hand(public: tuple[int, int, int, int], r: int, s: int, digest: bytes) -> bool:
-    """DSA verification (FIPS 186-4 section 4.7) for sizes `cryptography` refuses.
-
-    The caller has checked the key with _dsa_key_is_sound.
-    """
-    p, q, g, y = public
-    if not 0 < r < q or not 0 < s < q:
-        return False
-    z = int.from_bytes(digest, "big") >> max(0, 8 * len(digest) - q.bit_length())
-    w = pow(s, -1, q)
-    v = pow(g, z * w % q, p) * pow(y, r * w % q, p) % p % q
-    return v == r
 
 
 def _verify_ecdsa(

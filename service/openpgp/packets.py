@@ -203,6 +203,11 @@ class PublicKey:
             raise UnsupportedKey(f"Version {version} keys are not supported.")
         if len(body) < 6:
             raise MalformedKey("A key packet is cut off.")
+        if version == 4 and len(body) > 0xFFFF:
+            # Its fingerprint hashes the packet's length in two octets (RFC 9580 5.5.4.2).
+            raise MalformedKey(
+                "A key packet is longer than 65,535 octets, which a version 4 key cannot be."
+            )
         created = int.from_bytes(body[1:5], "big")
         algorithm = body[5]
         material = body[6:]
@@ -215,6 +220,8 @@ class PublicKey:
                 raise MalformedKey("A key packet's length fields disagree.")
         try:
             bits, curve = crypto.key_strength(algorithm, material)
+        except crypto.RefusedKeyMaterial as exc:
+            raise UnsupportedKey(str(exc)) from exc
         except crypto.MalformedKeyMaterial as exc:
             raise MalformedKey("A key packet holds damaged key material.") from exc
         return cls(body, version, created, algorithm, material, bits, curve)
