@@ -360,7 +360,8 @@ class Keysmith:
     def new_key(self, user_id: str, *more_user_ids: str, signing_subkey: bool = False) -> str:
         """An Ed25519 key with an encryption subkey (and a signing one); its fingerprint."""
         before = set(self._fingerprints())
-        self("--quick-gen-key", user_id, "ed25519", "cert,sign", "never")
+        # --yes: a module-wide keysmith makes the same user ID once per database.
+        self("--yes", "--quick-gen-key", user_id, "ed25519", "cert,sign", "never")
         (fpr,) = set(self._fingerprints()) - before
         for more in more_user_ids:
             self("--quick-add-uid", fpr, more)
