@@ -137,11 +137,18 @@ def forged_values(signer: Key) -> bytes:
     """Signature fields of the right shape for ``signer``, but random."""
     if signer.algorithm == 17:
         q = _mpis(signer.material, 2)[1]
-        return b"".join(mpi(int.from_bytes(os.urandom(32)) % q or 1) for _ in range(2))
+        return b"".join(mpi(_full_size_below(q)) for _ in range(2))
     if signer.algorithm == 1:
         n = _mpis(signer.material, 1)[0]
-        return mpi(int.from_bytes(os.urandom(n.bit_length() // 8)) % n or 1)
+        return mpi(_full_size_below(n))
     return b"".join(mpi(int.from_bytes(os.urandom(32)) | 1) for _ in range(2))
+
+
+def _full_size_below(limit: int) -> int:
+    """A random number below ``limit`` with as many bits as ``limit``: the signature then
+    has the same size every time."""
+    low = 1 << (limit.bit_length() - 1)
+    return low + int.from_bytes(os.urandom(limit.bit_length() // 8 + 8)) % (limit - low)
 
 
 def _mpis(material: bytes, count: int) -> list[int]:

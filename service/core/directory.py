@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import openpgp
 from service.core import wkd
-from service.core.parsing import BoundedParser, attach_signature, run_here
+from service.core.parsing import BoundedParser, attach_signature, merge_into_stored, run_here
 from service.core.queries import Query
 from service.core.ratelimit import MailBudget
 from service.db import blocklist, outbox
@@ -314,13 +314,16 @@ class Directory:
     def _merge_into(self, row: CertRow, cert: openpgp.Certificate, now: datetime) -> bool:
         """Merge ``cert`` into the stored key of ``row``; whether anything changed.
 
-        Raises KeyTooLarge (nothing written) when the merged key exceeds the limits.
+        Raises KeyTooLarge (nothing written) when the merged key exceeds the limits. The
+        merge runs where uploads are parsed (a parse worker): reading the stored key makes
+        the OpenPGP engine judge every signature on it again, which an upload of a copy of
+        a large key must not make this process do.
         """
-        stored = openpgp.load(row.full_data)
-        merged = openpgp.merge(stored, cert)
-        if merged.data == stored.data:
+        merged: openpgp.Certificate | None = self._run(
+            merge_into_stored, row.full_data, cert, self.limits.key
+        )
+        if merged is None:
             return False
-        openpgp.enforce_limits(merged, self.limits.key)
         _write(row, merged, now)
         return True
 

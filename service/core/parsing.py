@@ -245,6 +245,19 @@ def attach_signature(stored: bytes, signatures: list[bytes]) -> openpgp.Certific
     return None if merged.data == cert.data else merged
 
 
+def merge_into_stored(
+    stored: bytes, update: openpgp.Certificate, limits: openpgp.KeyLimits
+) -> openpgp.Certificate | None:
+    """A stored key merged with an uploaded one, or None when the upload adds nothing;
+    KeyTooLarge when the result exceeds ``limits``. Run in a worker, as ``attach_signature``."""
+    cert = openpgp.load(stored)
+    merged = openpgp.merge(cert, update)
+    if merged.data == cert.data:
+        return None
+    openpgp.enforce_limits(merged, limits)
+    return merged
+
+
 def run_here(fn: Callable[..., T], *args: Any) -> T:
     """``BoundedParser.run`` without workers: in this process, without bounds (tests, and
     servers configured with no parse workers)."""
