@@ -76,7 +76,11 @@ def parse_search(text: str) -> Query:
         return Query("key_id", parse_key_id(value))
     if "@" in stripped:
         angle = _ANGLE.findall(stripped)
-        return Query("address", parse_address(angle[-1] if angle else stripped))
+        if len(angle) > 1:
+            # A user ID naming two addresses is never published: GnuPG and we would read
+            # different ones.
+            raise BadQuery("This names more than one e-mail address; search for one.")
+        return Query("address", parse_address(angle[0] if angle else stripped))
     raise BadQuery(
         "Searching by name or free text is not offered: it would let anyone list who has a "
         "key here, and names are not verified. Search by the full e-mail address, the "

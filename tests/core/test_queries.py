@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from service.core.queries import BadQuery, parse_address, parse_fingerprint, parse_key_id
+from service.core.queries import (
+    BadQuery,
+    Query,
+    parse_address,
+    parse_fingerprint,
+    parse_key_id,
+    parse_search,
+)
 
 V4 = "ABCDEF0123456789ABCDEF0123456789ABCDEF01"
 
@@ -35,3 +42,11 @@ def test_address() -> None:
     assert parse_address("Alice@Example.org") == "alice@example.org"
     with pytest.raises(BadQuery):
         parse_address("alice")
+
+
+def test_search_by_address_forms() -> None:
+    for text in ("alice@example.org", "<alice@example.org>", "Alice <Alice@Example.org>"):
+        assert parse_search(text) == Query("address", "alice@example.org")
+    # GnuPG reads the first address of such a user ID, an older keydir the last: never one.
+    with pytest.raises(BadQuery, match="more than one"):
+        parse_search("Victim <victim@bank.example> <me@evil.example>")

@@ -173,7 +173,9 @@ def test_two_slowest_uploads_leave_room_for_an_ordinary_upload_and_lookups(
         assert upload(base, stored)[0] == 200
 
 
-def test_lone_signatures_and_key_copies_are_checked_outside_the_server_process(tmp_path: Path) -> None:
+def test_lone_signatures_and_key_copies_are_checked_outside_the_server_process(
+    tmp_path: Path,
+) -> None:
     # A key with 99 subkeys, each binding a DSA-3072 signature: checking them all again
     # costs real time, which a 117-byte signature must not make the server process spend.
     key = keyforge.dsa_key(dsa3072())
