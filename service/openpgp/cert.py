@@ -52,6 +52,7 @@ from service.openpgp.packets import (
 )
 
 SHA1 = 2
+MAX_ENGINE_RSA_BITS = 4096
 DEFAULT_MAX_PACKETS = 50_000
 DEFAULT_MAX_KEYS = 100
 
@@ -596,6 +597,13 @@ def _policy_refusal(primary: PublicKey, raw: _RawCert) -> KeyRejected:
         return NoValidSelfSignature()
     if all(Signature.parse(p.body).hash_algorithm == SHA1 for p in all_sigs):
         return WeakSelfSignatures()
+    if primary.algorithm in (1, 3) and primary.bits > MAX_ENGINE_RSA_BITS:
+        # The engine's RSA implementation stops at 4096 bits; its error says only "no
+        # binding signature", which would send people hunting for a weak hash.
+        return UnsupportedKey(
+            f"RSA keys larger than {MAX_ENGINE_RSA_BITS} bits (this one has {primary.bits}) "
+            "are not supported by our OpenPGP engine yet."
+        )
     if primary.curve and primary.curve.startswith("brainpool"):
         return UnsupportedKey(
             f"Keys on the {primary.curve} curve are not supported by our OpenPGP engine yet. "

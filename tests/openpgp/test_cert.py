@@ -10,6 +10,7 @@ import pytest
 from service import openpgp
 from service.openpgp.armor import dearmor
 from service.openpgp.packets import Packet, Tag, parse_packets, serialize
+from tests import keyforge
 from tests.conftest import read_data
 from tests.gpgutil import show_keys
 
@@ -133,6 +134,13 @@ def test_sha1_only_key_is_refused_with_instructions() -> None:
 def test_brainpool_is_refused_by_name() -> None:
     with pytest.raises(openpgp.UnsupportedKey, match="brainpoolP256r1"):
         openpgp.read_upload(read_data("brainpool.asc"))
+
+
+def test_rsa_over_4096_bits_is_refused_by_name() -> None:
+    """The engine cannot verify RSA over 4096 bits: say so, not "a weak hash"."""
+    key = keyforge.rsa_key(8192)
+    with pytest.raises(openpgp.UnsupportedKey, match="larger than 4096 bits"):
+        openpgp.read_upload(keyforge.certificate(key, [b"Big <big@example.org>"]))
 
 
 def test_expired_key_is_accepted_with_its_expiry() -> None:
