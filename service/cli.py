@@ -18,6 +18,8 @@ from service import logs
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from service.core.admin import Admin, Removed
 
 # prometheus_client's name for it; service.metrics is not imported here (see _serve).
@@ -279,39 +281,31 @@ def _import(args: argparse.Namespace) -> int:
 
 def _repair(args: argparse.Namespace) -> int:
     from service.core.directory import Directory  # noqa: PLC0415
-    from service.db.migrate import pending_revision  # noqa: PLC0415
-    from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
 
-    url = Settings().database_url
-    if _missing_sqlite_file(url):
+    def work(sessions: sessionmaker[Session]) -> int:
+        report = Directory(sessions).repair(dry_run=args.dry_run)
+        verb = "would repair" if args.dry_run else "repaired"
         print(
-            f"keydir: there is no database file at {url}; check KEYDIR_DATABASE_URL.",
-            file=sys.stderr,
+            f"keydir: {report.checked} keys checked, {verb} {report.repaired} "
+            f"({report.bytes_before} bytes before, {report.bytes_after} after)."
         )
-        return 2
-    engine = make_engine(url)
-    try:
-        if pending_revision(engine) is not None:
-            print(
-                "keydir: the database schema is out of date; run `keydir migrate`.", file=sys.stderr
-            )
-            return 2
-        report = Directory(make_sessionmaker(engine)).repair(dry_run=args.dry_run)
-    finally:
-        engine.dispose()
-    verb = "would repair" if args.dry_run else "repaired"
-    print(
-        f"keydir: {report.checked} keys checked, {verb} {report.repaired} "
-        f"({report.bytes_before} bytes before, {report.bytes_after} after)."
-    )
-    return 0
+        return 0
+
+    return _database_command(work)
 
 
 def _admin_command(work: Callable[[Admin], int]) -> int:
     """Run an operator command on the configured database, refusing an outdated schema."""
+    from service.core.admin import Admin  # noqa: PLC0415
+
+    return _database_command(lambda sessions: work(Admin(sessions)))
+
+
+def _database_command(work: Callable[[sessionmaker[Session]], int]) -> int:
+    """Run a command on the configured database, refusing an outdated schema, a missing
+    SQLite file and an unreachable database with a sentence (exit 2)."""
     from sqlalchemy.exc import InterfaceError, OperationalError  # noqa: PLC0415
 
-    from service.core.admin import Admin  # noqa: PLC0415
     from service.core.queries import BadQuery  # noqa: PLC0415
     from service.db.migrate import pending_revision  # noqa: PLC0415
     from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
@@ -333,7 +327,7 @@ def _admin_command(work: Callable[[Admin], int]) -> int:
                 file=sys.stderr,
             )
             return 2
-        return work(Admin(make_sessionmaker(engine)))
+        return work(make_sessionmaker(engine))
     except BadQuery as exc:
         print(f"keydir: {exc}", file=sys.stderr)
         return 2

@@ -10,24 +10,18 @@ They also read what GnuPG concluded about a key's revocations from its colon lis
 from __future__ import annotations
 
 import base64
-import hashlib
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from service.openpgp.armor import dearmor, looks_armored
 from service.openpgp.packets import (
     Packet,
-    PublicKey,
     Signature,
     Subpacket,
     Tag,
     parse_packets,
-    user_id_hash_prefix,
 )
 from tests.gpgutil import gpg
 
@@ -394,85 +388,3 @@ class Keysmith:
 
     def revoke_user_id(self, fpr: str, user_id: str) -> None:
         self("--quick-revoke-uid", fpr, user_id)
-
-
-# -- keys whose secret the test holds ----------------------------------------------------------
-
-ED25519_OID = bytes.fromhex("092B06010401DA470F01")  # length octet + 1.3.6.1.4.1.11591.15.1
-SUB_CREATION_TIME = 2
-SUB_KEY_FLAGS = 27
-SUB_EMBEDDED_SIGNATURE = 32
-
-
-def mpi(raw: bytes) -> bytes:
-    """A minimal MPI (RFC 9580 section 3.2) of big-endian ``raw``."""
-    raw = raw.lstrip(b"\0")
-    bits = (len(raw) - 1) * 8 + raw[0].bit_length() if raw else 0
-    return bits.to_bytes(2, "big") + raw
-
-
-class HandKey:
-    """A v4 EdDSA (Ed25519) key made here with `cryptography`: signatures with any hashed
-    subpackets we like, as a client that misbehaves (or an attacker with their own key) would
-    make them."""
-
-    def __init__(self, created: int | None = None) -> None:
-        self.private = ed25519.Ed25519PrivateKey.generate()
-        point = b"\x40" + self.private.public_key().public_bytes_raw()
-        stamp = int(time.time()) - 3600 if created is None else created
-        self.body = b"\x04" + stamp.to_bytes(4, "big") + b"\x16" + ED25519_OID + mpi(point)
-        self.key = PublicKey.parse(self.body)
-
-    def primary(self) -> Packet:
-        return Packet(Tag.PUBLIC_KEY, self.body)
-
-    def as_subkey(self) -> Packet:
-        return Packet(Tag.PUBLIC_SUBKEY, self.body)
-
-    def sign(self, sig_type: int, hashed: Sequence[Subpacket], *parts: bytes) -> bytes:
-        """A v4 signature body over ``parts`` (SHA-256): creation time and issuer fingerprint
-        first in the hashed area, then ``hashed`` as given; the issuer key ID unhashed."""
-        area = [
-            Subpacket(SUB_CREATION_TIME, False, int(time.time()).to_bytes(4, "big")),
-            Subpacket(SUB_ISSUER_FINGERPRINT, False, b"\x04" + bytes.fromhex(self.key.fingerprint)),
-            *hashed,
-        ]
-        encoded = b"".join(encode_subpacket(s) for s in area)
-        head = bytes([4, sig_type, 22, 8]) + len(encoded).to_bytes(2, "big") + encoded
-        digest = hashlib.sha256(
-            b"".join(parts) + head + b"\x04\xff" + len(head).to_bytes(4, "big")
-        ).digest()
-        native = self.private.sign(digest)
-        unhashed = encode_subpacket(
-            Subpacket(SUB_ISSUER_KEY_ID, False, bytes.fromhex(self.key.key_id))
-        )
-        return (
-            head
-            + len(unhashed).to_bytes(2, "big")
-            + unhashed
-            + digest[:2]
-            + mpi(native[:32])
-            + mpi(native[32:])
-        )
-
-    def certify(self, user_id: str) -> list[Packet]:
-        """A user ID packet and its positive self-certification (certify and sign flags)."""
-        raw = user_id.encode()
-        sig = self.sign(
-            0x13,
-            [Subpacket(SUB_KEY_FLAGS, False, b"\x03")],
-            self.key.hash_prefix,
-            user_id_hash_prefix(raw),
-        )
-        return [Packet(Tag.USER_ID, raw), Packet(Tag.SIGNATURE, sig)]
-
-    def bind(self, subkey: HandKey, flags: Sequence[bytes]) -> list[Packet]:
-        """``subkey`` as a subkey of this key, its binding carrying one key-flags subpacket per
-        entry of ``flags`` (in that order) and no back-signature."""
-        sig = self.sign(
-            SUBKEY_BINDING,
-            [Subpacket(SUB_KEY_FLAGS, False, f) for f in flags],
-            self.key.hash_prefix,
-            subkey.key.hash_prefix,
-        )
-        return [subkey.as_subkey(), Packet(Tag.SIGNATURE, sig)]

@@ -124,19 +124,8 @@ class Cert:
         return self.primary.public.fingerprint
 
     def user_id(self, text: str, *, created: int | None = None) -> bytes:
-        raw = text.encode()
-        sig = self.primary.sign(
-            0x13,
-            self.primary.public.hash_prefix,
-            user_id_hash_prefix(raw),
-            hashed=[flags(0x03)],
-            created=created,
-        )
-        self.packets += [Packet(Tag.USER_ID, raw), Packet(Tag.SIGNATURE, sig)]
-        return sig
-
-    def certify_again(self, text: str, created: int) -> bytes:
-        """One more self-certification of an existing user ID (appended at the end)."""
+        """A user ID packet and its self-certification, appended (again, for one more
+        certification of a user ID the key has)."""
         raw = text.encode()
         sig = self.primary.sign(
             0x13,
