@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
@@ -94,6 +95,22 @@ def directory(database: tuple[str, Engine]) -> Directory:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(build(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis (this kind of machine runs one; CI must have it), database 15 emptied."""
+    url = "redis://127.0.0.1:6379/15"
+    connection = redis.Redis.from_url(url)
+    try:
+        connection.flushdb()
+    except redis.exceptions.ConnectionError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis on 127.0.0.1:6379 is needed in CI")
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    yield url
+    connection.flushdb()
+    connection.close()
 
 
 def read_data(name: str) -> bytes:

@@ -7,11 +7,6 @@ mailing one company) are in tests/robustness/test_mail_limits.py; these pin the 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
-import pytest
-import redis
 from sqlalchemy import Engine, select
 
 from service.core.ratelimit import MAIL, OFFER_DOMAIN, MailBudget, RateLimiter, Rule
@@ -106,21 +101,6 @@ def test_no_rule_means_no_limit(database: tuple[str, Engine]) -> None:
     budget = MailBudget(limiter(database[1], mails=0), "192.0.2.1", per_domain=True)
     assert all(budget.take(f"a{i}@example.org") for i in range(50))
     assert counts(database[1]) == {}
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    url = "redis://127.0.0.1:6379/14"
-    connection = redis.Redis.from_url(url)
-    try:
-        connection.flushdb()
-    except redis.exceptions.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis on 127.0.0.1:6379 is needed in CI")
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    yield url
-    connection.flushdb()
-    connection.close()
 
 
 def test_budgets_in_redis_are_shared(database: tuple[str, Engine], redis_url: str) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
@@ -120,23 +118,6 @@ def test_client_address(
     peer: str, forwarded: str | None, trusted: list[str], expected: str
 ) -> None:
     assert client_address(peer, forwarded, trusted) == expected
-
-
-REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    connection = redis.Redis.from_url(REDIS_URL)
-    try:
-        connection.flushdb()
-    except redis.exceptions.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis on 127.0.0.1:6379 is needed in CI")
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    yield REDIS_URL
-    connection.flushdb()
-    connection.close()
 
 
 def test_counters_in_redis_are_shared_by_two_instances(settings: Settings, redis_url: str) -> None:
