@@ -31,7 +31,7 @@ from service.db.session import make_engine, make_sessionmaker
 from service.mail.dispatcher import Dispatcher
 from service.mail.senders import sender_from_settings
 from service.metrics import Metrics
-from service.openpgp import KeyLimits, read_upload
+from service.openpgp import KeyLimits, KeyRejected, read_upload
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,18 @@ def create_app(settings: Settings) -> FastAPI:
         if exc.headers:
             response.headers.update(exc.headers)
         return response
+
+    @app.exception_handler(KeyRejected)
+    async def _stored_key_unreadable(request: Request, exc: KeyRejected) -> Response:
+        # Routes answer a refused upload themselves; what reaches here is a key stored
+        # under older rules that today's cannot read (`keydir repair` lists them).
+        log.warning("a stored key cannot be read: %s", type(exc).__name__)
+        return _error(
+            request,
+            409,
+            "This key was stored under older rules and cannot be changed now; the operator "
+            "of this key directory can repair or remove it.",
+        )
 
     @app.exception_handler(LookupUnavailable)
     @app.exception_handler(OperationalError)

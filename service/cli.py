@@ -289,6 +289,14 @@ def _repair(args: argparse.Namespace) -> int:
             f"keydir: {report.checked} keys checked, {verb} {report.repaired} "
             f"({report.bytes_before} bytes before, {report.bytes_after} after)."
         )
+        if report.unreadable:
+            print(
+                f"keydir: {len(report.unreadable)} keys cannot be read under today's rules "
+                "(key material refused since they were stored) and were left as they are; "
+                "remove them with `keydir delete`:"
+            )
+            for fingerprint in report.unreadable:
+                print(f"  {fingerprint}")
         return 0
 
     return _database_command(work)

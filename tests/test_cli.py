@@ -11,13 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from service.cli import main
 from service.core.admin import Admin
 from service.core.directory import Directory, KeyBlocked
 from service.db.models import CertRow
 from service.db.session import make_sessionmaker
+from tests import keyforge
 from tests.conftest import read_data
 from tests.serverutil import KEYDIR
 
@@ -208,3 +209,25 @@ def test_export_wkd_refuses_a_domain_that_is_not_a_domain_name(
         Path("site"),
         Path("site/www"),
     ]
+
+
+def test_repair_names_keys_it_cannot_read_and_goes_on(
+    database: tuple[str, Engine], run: Runner
+) -> None:
+    """A key stored before its material was refused (an RSA exponent over 2^32) is listed
+    for the operator, not a crash in the middle of the repair."""
+    url, engine = database
+    directory = Directory(make_sessionmaker(engine))
+    directory.upload(read_data("ed25519.asc"))
+    directory.upload(read_data("rsa_multi_uid.asc"))
+    huge = keyforge.rsa_key(2048, exponent=(1 << 33) + 1)
+    unreadable = keyforge.certificate(huge, [b"Old <old@example.org>"])
+    with engine.begin() as conn:
+        conn.execute(
+            update(CertRow).where(CertRow.fingerprint == EDDIE).values(full_data=unreadable)
+        )
+    result = run(url, "repair")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("keydir: 2 keys checked, repaired 0")
+    assert "1 keys cannot be read" in result.stdout
+    assert f"  {EDDIE}\n" in result.stdout

@@ -175,6 +175,9 @@ class RepairReport:
     repaired: int = 0  # keys whose stored form changed
     bytes_before: int = 0  # of the repaired keys
     bytes_after: int = 0
+    # Keys stored before that today's rules cannot read (key material refused since, such
+    # as an RSA exponent over 2^32): left as they are, for the operator to delete.
+    unreadable: list[str] = field(default_factory=list)
 
 
 class UploadRejected(ValueError):
@@ -453,7 +456,11 @@ class Directory:
         now = utcnow()
         for row in rows:
             report.checked += 1
-            cert = openpgp.load(row.full_data)
+            try:
+                cert = openpgp.load(row.full_data)
+            except openpgp.KeyRejected:
+                report.unreadable.append(row.fingerprint)
+                continue
             findable = {s.fingerprint: s.findable for s in cert.subkeys}
             keys_stale = any(
                 not k.is_primary and k.findable != findable.get(k.fingerprint, k.findable)

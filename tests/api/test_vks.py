@@ -9,10 +9,11 @@ from pathlib import Path
 import pysequoia
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from service import openpgp
 from service.db.models import AddressRow, CertRow, TokenRow
+from tests import keyforge
 from tests.conftest import read_data
 from tests.gpgutil import show_keys
 
@@ -301,3 +302,26 @@ def test_damaged_subkey_is_dropped_and_rest_served(client: TestClient, gnupghome
     clean = _subkeys_of("ed25519.asc", gnupghome.parent / "orig")
     assert len(keys[0].subkeys) == len(clean) - 1
     assert set(keys[0].subkeys) < set(clean)
+
+
+def test_a_stored_key_that_cannot_be_read_any_more_is_a_409_not_a_500(
+    client: TestClient, database: tuple[str, Engine]
+) -> None:
+    """A key stored before its material was refused (here an RSA exponent over 2^32):
+    changing it answers with a sentence; lookups still serve what was stored."""
+    body = upload(client, "ed25519.asc")
+    fpr = str(body["key_fpr"])
+    huge = keyforge.rsa_key(2048, exponent=(1 << 33) + 1)
+    with database[1].begin() as conn:
+        conn.execute(
+            update(CertRow)
+            .where(CertRow.fingerprint == fpr)
+            .values(full_data=keyforge.certificate(huge, [b"Old <old@example.org>"]))
+        )
+    answer = client.post(
+        "/vks/v1/request-verify",
+        json={"token": body["token"], "addresses": ["eddie@example.org"]},
+    )
+    assert answer.status_code == 409, answer.text
+    assert "stored under older rules" in answer.json()["error"]
+    assert client.get(f"/vks/v1/by-fingerprint/{fpr}").status_code == 200
