@@ -32,10 +32,9 @@ RUN groupadd --system --gid 10001 keydir \
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
-COPY migrations ./migrations
-# Editable install: the migrations are found next to the package (service/db/migrate.py).
+# The migrations ship inside the package (service/migrations).
 # The code stays owned by root: the service cannot change itself.
-RUN pip install -e . && python -c "import pysequoia, service.app"
+RUN pip install . && python -c "import pysequoia, service.app"
 
 USER keydir
 WORKDIR /data

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from service import logs
+from service import __version__, logs
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -498,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="keydir", description="A verifying OpenPGP key directory."
     )
+    parser.add_argument("--version", action="version", version=f"keydir {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP server")

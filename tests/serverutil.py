@@ -45,14 +45,15 @@ def running_server(
     args: Sequence[str] = (),
     scheme: str = "http",
     host: str = "127.0.0.1",
+    program: str = KEYDIR,
     **env: str,
 ) -> Iterator[str]:
     """Start `keydir serve` (with extra ``args``) with extra KEYDIR_ settings; yield its
-    base URL."""
+    base URL. ``program`` is another installed `keydir` (a wheel's)."""
     port = port or free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [KEYDIR, "serve", "--port", str(port), *args],
+            [program, "serve", "--port", str(port), *args],
             env={**os.environ, **env},
             cwd=workdir,
             stdout=output,

@@ -1,4 +1,4 @@
-"""SQLAlchemy models. The schema is made only by the Alembic migrations in migrations/."""
+"""SQLAlchemy models. The schema is made only by the Alembic migrations in service/migrations/."""
 
 from __future__ import annotations
 
