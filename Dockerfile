@@ -30,7 +30,7 @@ RUN groupadd --system --gid 10001 keydir \
     && mkdir -p /data && chown keydir:keydir /data
 
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md LICENSE ./
 COPY service ./service
 # The migrations ship inside the package (service/migrations).
 # The code stays owned by root: the service cannot change itself.
