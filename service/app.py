@@ -124,7 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
         title="keydir",
         version=__version__,
         summary="A verifying public OpenPGP key directory (VKS, HKP, WKD).",
-        docs_url="/api/docs",
+        # FastAPI's docs pages load their scripts from a CDN, which our privacy page rules
+        # out: the API is described by /api/openapi.json (and openapi/openapi.json).
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )

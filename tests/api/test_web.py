@@ -238,3 +238,16 @@ def test_user_ids_are_isolated_from_the_text_around_them(
     page = mail_client.get("/search", params={"q": "eve@example.org"})
     assert page.status_code == 200
     assert "<li><bdi>Eve \u202eyrev deifirev\u202c &lt;eve@example.org&gt;</bdi></li>" in page.text
+
+
+def test_no_page_of_ours_loads_from_another_origin(client: TestClient) -> None:
+    """FastAPI's API docs page loaded its scripts and styles from a CDN (each visitor told a
+    third party they came): it is gone, and the API is described by our OpenAPI document."""
+    assert client.get("/api/docs").status_code == 404
+    assert client.get("/api/redoc").status_code == 404
+    described = client.get("/api/openapi.json")
+    assert described.status_code == 200
+    assert described.json()["info"]["title"] == "keydir"
+    about = client.get("/about")
+    assert 'href="/api/openapi.json"' in about.text
+    assert not re.findall(r'(?:href|src)="(?:https?:)?//', about.text)
