@@ -113,6 +113,9 @@ def config(level: str, log_format: LogFormat) -> dict[str, Any]:
             "uvicorn": {"level": level, "handlers": [], "propagate": True},
             "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
             "uvicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+            # alembic says at info level which plugins it loaded, at every start; what was
+            # migrated is said once by service.db.migrate.
+            "alembic": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }
 

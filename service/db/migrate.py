@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
+log = logging.getLogger(__name__)
 VERSION_TABLE = "alembic_version"
 # Shipped inside the package (wheel, sdist, container): no alembic.ini is needed to run.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -23,11 +25,15 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision."""
+    """Bring the schema to the newest revision (one log line when it changed)."""
+    before = current_revision(engine)
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+    after = current_revision(engine)
+    if after != before:
+        log.info("database schema migrated from %s to %s", before or "nothing", after)
 
 
 def head_revision() -> str | None:
