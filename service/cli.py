@@ -10,6 +10,7 @@ import ssl
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -29,6 +30,13 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs it
 
+    # uvicorn takes any number: --port 99999 would listen on 34463 (99999 mod 65536).
+    if not 1 <= args.port <= 65535:
+        print(f"keydir: --port {args.port} is not a TCP port (1 to 65535).", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("keydir: --workers must be at least 1.", file=sys.stderr)
+        return 2
     settings = Settings()
     logs.configure(args.log_level, settings.log_format)
     problem = _tls_problem(args.tls_cert, args.tls_key)
@@ -158,11 +166,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _export_wkd(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
-
     from service.api.wkd import POLICY  # noqa: PLC0415
     from service.core.directory import Directory  # noqa: PLC0415
-    from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
 
     settings = Settings()
     # Each domain names a directory under DIR: anything but a domain name (`../x`, `/etc`)
@@ -175,18 +180,151 @@ def _export_wkd(args: argparse.Namespace) -> int:
             print(f"keydir: {origin.format(given)} not a domain name.", file=sys.stderr)
             return 2
         domains.append(name)
-    engine = make_engine(settings.database_url)
-    files = Directory(make_sessionmaker(engine)).wkd_files(domains or None)
-    engine.dispose()
-    root = Path(args.directory) / ".well-known" / "openpgpkey"
-    written = {d for d, _ in files} | set(domains)
-    for domain in sorted(written):
-        (root / domain / "hu").mkdir(parents=True, exist_ok=True)
-        (root / domain / "policy").write_bytes(POLICY)
-    for (domain, wkd_hash), body in sorted(files.items()):
-        (root / domain / "hu" / wkd_hash).write_bytes(body)
-    print(f"keydir: wrote {len(files)} keys for {len(written)} domains under {root}")
-    return 0
+    target = Path(args.directory)
+    problem = _export_target_problem(target)
+    if problem is not None:
+        print(f"keydir: {problem}", file=sys.stderr)
+        return 2
+
+    def work(sessions: sessionmaker[Session]) -> int:
+        # Read everything before writing anything: a database that fails leaves the old tree.
+        files = Directory(sessions).wkd_files(domains or None)
+        written = {d for d, _ in files} | set(domains)
+        try:
+            _replace_tree(target, POLICY, written, files)
+        except OSError as exc:
+            print(
+                f"keydir: cannot write the WKD tree beside {target} "
+                f"({exc.strerror or exc}); the previous export is unchanged.",
+                file=sys.stderr,
+            )
+            return 2
+        root = target / WKD_ROOT
+        print(f"keydir: wrote {len(files)} keys for {len(written)} domains under {root}")
+        return 0
+
+    return _database_command(work)
+
+
+# Where the advanced WKD method finds a domain's files, under the exported directory.
+WKD_ROOT = Path(".well-known", "openpgpkey")
+# The new tree is built beside DIR under this name plus a random suffix, then swapped in.
+EXPORT_SUFFIX = ".export-"
+
+
+def _export_target_problem(target: Path) -> str | None:
+    """None when ``target`` may be replaced by a fresh export, else why not.
+
+    Each export replaces the whole directory, so it must hold nothing but an earlier export:
+    pointed at a web root by mistake, it would otherwise delete the site."""
+    if not target.exists():
+        return None  # made by this export (a dangling link is pointed at it)
+    if not target.is_dir():
+        return f"{target} is not a directory."
+    for path in target.iterdir():
+        if path.name != WKD_ROOT.parts[0] or not path.is_dir() or path.is_symlink():
+            return _foreign(target, path)
+        for inner in path.iterdir():
+            if inner.name != WKD_ROOT.parts[1] or not inner.is_dir() or inner.is_symlink():
+                return _foreign(target, inner)
+    return None
+
+
+def _foreign(target: Path, path: Path) -> str:
+    return (
+        f"{target} holds {path.relative_to(target)}, which keydir export-wkd did not write; "
+        "each export replaces the whole directory, so give it a directory of its own."
+    )
+
+
+def _replace_tree(
+    target: Path, policy: bytes, domains: set[str], files: dict[tuple[str, str], bytes]
+) -> None:
+    """Make ``target`` hold exactly ``files`` (and a policy per domain), never half-written.
+
+    The tree is built beside ``target`` (same filesystem) and swapped in by renames, so a web
+    server reading ``target`` sees the old tree or the new one. A symbolic link is pointed at
+    the new tree; a real directory is exchanged with it in one step (Linux renameat2), or by
+    two renames where the filesystem cannot."""
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    fresh = _new_directory(parent, target.name)
+    try:
+        if target.is_dir() and not target.is_symlink():
+            shutil.copymode(target, fresh)
+        for domain in sorted(domains):
+            (fresh / WKD_ROOT / domain / "hu").mkdir(parents=True)
+            (fresh / WKD_ROOT / domain / "policy").write_bytes(policy)
+        for (domain, wkd_hash), body in sorted(files.items()):
+            (fresh / WKD_ROOT / domain / "hu" / wkd_hash).write_bytes(body)
+        # On disk before it is swapped in: a crash right after the swap must not leave
+        # empty files where keys were.
+        os.sync()
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    if target.is_symlink():
+        old = target.resolve()
+        link = parent / f".{target.name}{EXPORT_SUFFIX}link-{os.urandom(4).hex()}"
+        link.symlink_to(fresh.name)
+        try:
+            link.replace(target)
+        except BaseException:
+            link.unlink()
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        # Remove the previous tree only when an earlier export made it; one the operator
+        # made stays where it is, no longer linked.
+        if old.parent == parent.resolve() and old.name.startswith(target.name + EXPORT_SUFFIX):
+            shutil.rmtree(old, ignore_errors=True)
+    elif target.exists():
+        try:
+            _exchange(fresh, target)
+        except BaseException:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        shutil.rmtree(fresh, ignore_errors=True)  # now the old tree
+    else:
+        fresh.rename(target)
+
+
+def _new_directory(parent: Path, name: str) -> Path:
+    while True:
+        candidate = parent / f"{name}{EXPORT_SUFFIX}{os.urandom(4).hex()}"
+        try:
+            candidate.mkdir()  # with the umask, as the web server must read it
+        except FileExistsError:
+            continue
+        return candidate
+
+
+def _exchange(fresh: Path, target: Path) -> None:
+    """Swap two directories: at once with renameat2(RENAME_EXCHANGE), else by two renames
+    (for a moment ``target`` is then missing)."""
+    import ctypes  # noqa: PLC0415
+    import errno  # noqa: PLC0415
+
+    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h>, <linux/fs.h>
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        done = renameat2(
+            at_fdcwd, os.fsencode(fresh), at_fdcwd, os.fsencode(target), rename_exchange
+        )
+        if done == 0:
+            return
+        code = ctypes.get_errno()
+        # Not on this kernel or filesystem: fall back. Anything else is a real failure.
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), str(target))
+    aside = target.parent / f"{target.name}{EXPORT_SUFFIX}old-{os.urandom(4).hex()}"
+    target.rename(aside)
+    try:
+        fresh.rename(target)
+    except BaseException:
+        aside.rename(target)
+        raise
+    aside.rename(fresh)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -358,8 +496,6 @@ def _domain_name(text: str) -> str | None:
 
 
 def _missing_sqlite_file(url: str) -> bool:
-    from pathlib import Path  # noqa: PLC0415
-
     from sqlalchemy.engine import make_url  # noqa: PLC0415
 
     parsed = make_url(url)

@@ -3,6 +3,7 @@ an operator runs it), the rest through the same entry point in this process (fas
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -11,15 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 
-from service.cli import main
+from service.cli import WKD_ROOT, main
 from service.core.admin import Admin
 from service.core.directory import Directory, KeyBlocked
+from service.core.wkd import local_part_hash
 from service.db.models import CertRow
 from service.db.session import make_sessionmaker
 from tests import keyforge
+from tests.api.test_verification import publish
 from tests.conftest import read_data
+from tests.mailutil import SmtpServer
 from tests.serverutil import KEYDIR
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
@@ -231,3 +236,170 @@ def test_repair_names_keys_it_cannot_read_and_goes_on(
     assert result.stdout.startswith("keydir: 2 keys checked, repaired 0")
     assert "1 keys cannot be read" in result.stdout
     assert f"  {EDDIE}\n" in result.stdout
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a directory)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def hu(site: Path, domain: str = "example.org") -> Path:
+    return site / ".well-known" / "openpgpkey" / domain / "hu"
+
+
+@pytest.fixture
+def published(mail_client: TestClient, smtp: SmtpServer, database: tuple[str, Engine]) -> str:
+    """eddie@ and joerg@example.org published (two keys); the url of their database."""
+    publish(mail_client, smtp, database[1], "ed25519.asc", "eddie@example.org")
+    publish(mail_client, smtp, database[1], "weird_uid.asc", "joerg@example.org")
+    return database[0]
+
+
+def test_export_wkd_removes_what_is_no_longer_published(
+    published: str, tmp_path: Path, run: Runner
+) -> None:
+    # A cron re-export must withdraw a deleted key's address, not keep serving it.
+    site = tmp_path / "site"
+    first = keydir(published, "export-wkd", str(site))
+    assert first.returncode == 0, first.stderr
+    before = tree(site)
+    eddie, joerg = local_part_hash("eddie"), local_part_hash("joerg")
+    assert sorted(p.name for p in hu(site).iterdir()) == sorted([eddie, joerg])
+
+    assert run(published, "delete", EDDIE).returncode == 0
+    again = run(published, "export-wkd", str(site))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"keydir: wrote 1 keys for 1 domains under {site / WKD_ROOT}\n"
+    after = tree(site)
+    gone = f".well-known/openpgpkey/example.org/hu/{eddie}"
+    assert set(before) - set(after) == {gone}
+    assert after == {k: v for k, v in before.items() if k != gone}  # the rest byte for byte
+    # Nothing of the build is left beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+    # A domain no longer exported goes too.
+    net = run(published, "export-wkd", str(site), "--domain=example.net")
+    assert net.returncode == 0, net.stderr
+    assert tree(site) == {
+        ".well-known": None,
+        ".well-known/openpgpkey": None,
+        ".well-known/openpgpkey/example.net": None,
+        ".well-known/openpgpkey/example.net/hu": None,
+        ".well-known/openpgpkey/example.net/policy": b"",
+    }
+
+
+def test_a_failed_export_leaves_the_previous_tree(
+    published: str, tmp_path: Path, run: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    assert run(published, "export-wkd", str(site)).returncode == 0
+    before = tree(site)
+
+    unreachable = run("postgresql+psycopg://postgres@127.0.0.1:9/keydir", "export-wkd", str(site))
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.startswith("keydir: the database cannot be reached (")
+    assert tree(site) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+    # The disk fills up half-way through writing the new tree.
+    real_write = Path.write_bytes
+    calls = []
+
+    def fill_up(path: Path, data: bytes) -> int:
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fill_up)
+    full = run(published, "export-wkd", str(site))
+    monkeypatch.undo()
+    assert full.returncode == 2
+    assert full.stderr == (
+        f"keydir: cannot write the WKD tree beside {site} (No space left on device); "
+        "the previous export is unchanged.\n"
+    )
+    assert len(calls) == 2
+    assert tree(site) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_export_wkd_through_a_symbolic_link(published: str, tmp_path: Path, run: Runner) -> None:
+    # An operator who deploys by switching a link: the link moves, their own tree stays.
+    mine = tmp_path / "wkd-by-hand"
+    (mine / ".well-known" / "openpgpkey").mkdir(parents=True)
+    site = tmp_path / "site"
+    site.symlink_to(mine.name)
+    assert run(published, "export-wkd", str(site)).returncode == 0
+    assert site.is_symlink()
+    first = site.resolve()
+    assert first.parent == tmp_path.resolve()
+    assert first.name.startswith("site.export-")
+    assert len(list(hu(site).iterdir())) == 2
+    assert tree(mine) == {".well-known": None, ".well-known/openpgpkey": None}
+
+    assert run(published, "delete", EDDIE).returncode == 0
+    assert run(published, "export-wkd", str(site)).returncode == 0
+    assert [p.name for p in hu(site).iterdir()] == [local_part_hash("joerg")]
+    assert not first.exists()  # an earlier export's tree is removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["site", "wkd-by-hand", site.resolve().name]
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("index.html", "index.html"),
+        (".well-known/security.txt", ".well-known/security.txt"),
+        ("blog/post.html", "blog"),
+    ],
+)
+def test_export_wkd_refuses_a_directory_holding_other_files(
+    database: tuple[str, Engine], tmp_path: Path, run: Runner, extra: str, named: str
+) -> None:
+    # Each export replaces the whole directory: pointed at a web root, it would delete the site.
+    root = tmp_path / "www"
+    (root / extra).parent.mkdir(parents=True, exist_ok=True)
+    (root / extra).write_bytes(b"the operator's own")
+    before = tree(root)
+    result = run(database[0], "export-wkd", str(root))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"keydir: {root} holds {named}, which keydir export-wkd did not write; each export "
+        "replaces the whole directory, so give it a directory of its own.\n"
+    )
+    assert tree(root) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["www"]
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (["--port", "99999"], "keydir: --port 99999 is not a TCP port (1 to 65535).\n"),
+        (["--port", "65536"], "keydir: --port 65536 is not a TCP port (1 to 65535).\n"),
+        (["--port", "0"], "keydir: --port 0 is not a TCP port (1 to 65535).\n"),
+        (["--port=-80"], "keydir: --port -80 is not a TCP port (1 to 65535).\n"),
+        (["--workers", "0"], "keydir: --workers must be at least 1.\n"),
+        (["--workers=-2"], "keydir: --workers must be at least 1.\n"),
+    ],
+)
+def test_serve_refuses_a_port_or_worker_count_out_of_range(
+    tmp_path: Path, args: list[str], sentence: str
+) -> None:
+    # uvicorn would listen on port 99999 mod 65536 = 34463 without a word.
+    url = f"sqlite:///{tmp_path / 'keydir.sqlite3'}"
+    result = subprocess.run(
+        [KEYDIR, "serve", *args],
+        env={**os.environ, "KEYDIR_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (2, sentence)
+    assert not (tmp_path / "keydir.sqlite3").exists()  # stopped before touching anything
