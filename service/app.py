@@ -45,6 +45,11 @@ def _error(request: Request, status: int, sentence: str) -> Response:
     return responses.error_response(request, status, sentence)
 
 
+def retention_of(settings: Settings) -> timedelta | None:
+    """How long sent mails and spent tokens are kept (None: for good)."""
+    return timedelta(days=settings.retention_days) if settings.retention_days else None
+
+
 def limits_from_settings(settings: Settings) -> Limits:
     return Limits(
         max_keys_per_upload=settings.max_keys_per_upload,
@@ -75,7 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
     sessions = make_sessionmaker(engine)
     metrics = Metrics()
     dispatcher = Dispatcher(
-        sessions, sender_from_settings(settings), settings.mail_from, metrics=metrics
+        sessions,
+        sender_from_settings(settings),
+        settings.mail_from,
+        metrics=metrics,
+        retention=retention_of(settings),
     )
     parser = (
         BoundedParser(

@@ -131,6 +131,7 @@ def _worker(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
+    from service.app import retention_of  # noqa: PLC0415
     from service.db.migrate import pending_revision  # noqa: PLC0415
     from service.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
     from service.mail.dispatcher import Dispatcher  # noqa: PLC0415
@@ -150,6 +151,7 @@ def _worker(args: argparse.Namespace) -> int:
         sender_from_settings(settings),
         settings.mail_from,
         metrics=Metrics(),
+        retention=retention_of(settings),
     )
     stop = threading.Event()
 

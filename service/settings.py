@@ -109,6 +109,14 @@ class Settings(BaseSettings):
         default=600,
         description="At most one confirmation (or manage) mail per address in this interval.",
     )
+    retention_days: int = Field(
+        default=14,
+        ge=0,
+        description=(
+            "Days after which mails sent or given up (they hold working links) and links "
+            "used or expired are deleted by the mail dispatcher; 0 keeps them."
+        ),
+    )
     hkp_offer_verification: bool = Field(
         default=True,
         description=(

@@ -208,6 +208,7 @@ def privacy(request: Request) -> Response:
         verify_days=limits.verify_token_lifetime.days,
         manage_hours=int(limits.manage_token_lifetime.total_seconds() // 3600),
         upload_hours=int(limits.upload_token_lifetime.total_seconds() // 3600),
+        retention_days=request.app.state.settings.retention_days,
     )
 
 

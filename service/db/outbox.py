@@ -149,3 +149,12 @@ def count_unsent(session: Session) -> int:
 
 def _waiting() -> ColumnElement[bool]:
     return and_(OutboxRow.sent_at.is_(None), OutboxRow.given_up_at.is_(None))
+
+
+def purge_finished(session: Session, before: datetime) -> int:
+    """Delete mails sent or given up before ``before`` (they hold working links and
+    addresses); how many went."""
+    result = session.execute(
+        delete(OutboxRow).where(or_(OutboxRow.sent_at < before, OutboxRow.given_up_at < before))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -7,7 +7,7 @@ import json
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import TokenPurpose, TokenRow
@@ -88,3 +88,11 @@ def delete_for_cert(session: Session, cert_fingerprint: str) -> int:
     """Delete every token of a certificate, whatever its purpose or state; how many."""
     result = session.execute(delete(TokenRow).where(TokenRow.cert_fingerprint == cert_fingerprint))
     return int(getattr(result, "rowcount", 0))
+
+
+def purge_spent(session: Session, before: datetime) -> int:
+    """Delete tokens used, or expired, before ``before``; how many went."""
+    result = session.execute(
+        delete(TokenRow).where(or_(TokenRow.expires_at < before, TokenRow.used_at < before))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

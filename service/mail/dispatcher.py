@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import outbox
+from service.db import outbox, tokens
 from service.db.models import utcnow
 from service.mail.senders import Sender, SendFailed, build_email, describe
 from service.metrics import Metrics
@@ -57,6 +57,16 @@ class Report:
     failed: int
 
 
+@dataclass(frozen=True, slots=True)
+class Purged:
+    mails: int
+    tokens: int
+
+
+# How often a running dispatcher purges what the retention period lets go.
+PURGE_EVERY = timedelta(hours=1)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -68,6 +78,7 @@ class Dispatcher:
         batch: int = 20,
         metrics: Metrics | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        retention: timedelta | None = None,
     ) -> None:
         self._sessions = sessions
         self._metrics = metrics
@@ -76,6 +87,10 @@ class Dispatcher:
         self._lease = lease
         self._batch = batch
         self._max_attempts = max_attempts
+        # Sent mails (with their working links) and spent tokens are deleted this long
+        # after; None keeps them.
+        self._retention = retention
+        self._next_purge: datetime | None = None
         self.owner = secrets.token_hex(8)
         self.wake = threading.Event()
 
@@ -156,10 +171,33 @@ class Dispatcher:
         else:
             log.warning("mail %s not sent (try %s): %s", mail.id, tries, error)
 
+    def purge(self, now: datetime | None = None) -> Purged:
+        """Delete the mails sent or given up, and the tokens used or expired, more than the
+        retention period ago (nothing without one)."""
+        if self._retention is None:
+            return Purged(0, 0)
+        before = (now or utcnow()) - self._retention
+        with self._sessions.begin() as session:
+            purged = Purged(
+                outbox.purge_finished(session, before), tokens.purge_spent(session, before)
+            )
+        if purged.mails or purged.tokens:
+            log.info("purged %d sent mails and %d spent tokens", purged.mails, purged.tokens)
+        return purged
+
+    def _purge_when_due(self) -> None:
+        now = utcnow()
+        if self._retention is None or (self._next_purge is not None and now < self._next_purge):
+            return
+        self._next_purge = now + PURGE_EVERY
+        self.purge(now)
+
     def run_forever(self, stop: threading.Event, poll_seconds: float = 5.0) -> None:
-        """Loop until ``stop`` is set; ``wake`` makes it look at the outbox at once."""
+        """Loop until ``stop`` is set; ``wake`` makes it look at the outbox at once. Once an
+        hour it also purges what the retention period lets go."""
         while not stop.is_set():
             try:
+                self._purge_when_due()
                 report = self.run_once()
             except Exception:
                 # The database may be away for a while; keep the loop alive and try again.
