@@ -318,7 +318,7 @@ def caching_front(
     its cache, and the very first requests for a key wait for each other (proxy_cache_lock).
     """
     http_conf = (NGINX_DIR / "keydir-http.conf").read_text()
-    http_conf = http_conf.replace("/var/cache/nginx/keydir", str(work / f"cache-{backend}"))
+    http_conf = http_conf.replace("/var/cache/keydir-nginx", str(work / f"cache-{backend}"))
     http_conf = http_conf.replace(
         "server 127.0.0.1:8080;", f"server {base.removeprefix('http://')};"
     )
