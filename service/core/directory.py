@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import secrets
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -466,7 +465,8 @@ class Directory:
                 not k.is_primary and k.findable != findable.get(k.fingerprint, k.findable)
                 for k in row.keys
             )
-            addresses_stale = any(a.address not in _named(cert) for a in row.addresses)
+            named = _named(cert)
+            addresses_stale = any(a.address not in named for a in row.addresses)
             if cert.data == row.full_data and not keys_stale and not addresses_stale:
                 continue
             report.repaired += 1
@@ -682,7 +682,8 @@ class Directory:
         )
         message = messages.verification(
             address=address.address,
-            user_id=_printable(address.user_id),
+            # messages puts every value on one line; only the length is bounded here.
+            user_id=address.user_id[:300],
             fingerprint=row.fingerprint,
             link=self.site.link(f"/verify/{token}"),
             service=self.site.name,
@@ -876,15 +877,6 @@ def _refuse_blocked(session: Session, certificates: Sequence[openpgp.Certificate
                     "which is blocked on this key directory, so the key cannot be uploaded. "
                     "Nothing was stored."
                 )
-
-
-def _printable(text: str) -> str:
-    """A user ID fit to quote in a mail: no control or format characters, and every kind
-    of white space a plain space (U+2028 and U+2029 are not control characters, yet mail
-    readers break lines at them)."""
-    return "".join(
-        " " if c.isspace() or unicodedata.category(c).startswith("C") else c for c in text
-    )[:300]
 
 
 def _first(rows: Sequence[CertRow]) -> PublishedKey | None:
